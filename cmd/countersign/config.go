@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a countersign process. Every field is a
+// flag with a COUNTERSIGN_* environment fallback (flag name upper-cased, dashes
+// to underscores); secrets can also be read from a file named by
+// COUNTERSIGN_<NAME>_FILE or --<name>-file.
+type Config struct {
+	Addr            string
+	DatabaseURL     string
+	Dev             bool
+	DataDir         string
+	LogFormat       string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+// secretFlags may come from a *_FILE.
+var secretFlags = []string{"database-url"}
+
+// flags registers the configuration flags that the named subcommand uses.
+func (c *Config) flags(fs *flag.FlagSet, serve bool) {
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (also DATABASE_URL); unset with --dev: a private cluster under --data-dir")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: private PostgreSQL when no database URL, text logs, localhost defaults")
+	fs.StringVar(&c.DataDir, "data-dir", ".data", "where dev mode keeps its private PostgreSQL cluster and generated keys")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if serve {
+		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
+		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
+	}
+	for _, name := range secretFlags {
+		if fs.Lookup(name) != nil {
+			fs.String(name+"-file", "", "read --"+name+" from this file")
+		}
+	}
+}
+
+// parseFlags parses args into fs and then fills every flag not given on the
+// command line from its environment variable.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%s: %w (see --help)", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q (see --help)", fs.Name(), fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] {
+			return
+		}
+		env := envName(f.Name)
+		v, ok := lookup(getenv, env)
+		if !ok && f.Name == "database-url" {
+			env = "DATABASE_URL"
+			v, ok = lookup(getenv, env)
+		}
+		if !ok {
+			return
+		}
+		if e := f.Value.Set(v); e != nil {
+			err = fmt.Errorf("%s: invalid value %q: %v", env, v, e)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, name := range secretFlags {
+		if fs.Lookup(name) == nil {
+			continue
+		}
+		path := fs.Lookup(name + "-file").Value.String()
+		if path == "" {
+			continue
+		}
+		b, e := os.ReadFile(path)
+		if e != nil {
+			return fmt.Errorf("--%s-file: cannot read %s: %v", name, path, unwrapPathError(e))
+		}
+		if given[name] {
+			return fmt.Errorf("--%s and --%s-file are both set; use one", name, name)
+		}
+		_ = fs.Set(name, strings.TrimRight(string(b), "\r\n"))
+	}
+	return nil
+}
+
+func envName(flagName string) string {
+	return "COUNTERSIGN_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	v := getenv(key)
+	return v, v != ""
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Validate checks the rules that span fields.
+func (c *Config) Validate() error {
+	if c.DatabaseURL == "" && !c.Dev {
+		return errors.New("no database: set DATABASE_URL (or --database-url), or use --dev for a private cluster")
+	}
+	if c.DatabaseURL != "" {
+		if err := validateDatabaseURL(c.DatabaseURL); err != nil {
+			return err
+		}
+	}
+	switch c.LogFormat {
+	case "":
+		c.LogFormat = "json"
+		if c.Dev {
+			c.LogFormat = "text"
+		}
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	if c.ShutdownTimeout < 0 {
+		return errors.New("--shutdown-timeout must not be negative")
+	}
+	return nil
+}
+
+// validateDatabaseURL accepts postgres:// URLs; the message never echoes the
+// value, which may hold a password.
+func validateDatabaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("DATABASE_URL is malformed: want postgres://user:password@host:5432/dbname")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("DATABASE_URL has scheme %q: want postgres://user:password@host:5432/dbname", u.Scheme)
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("DATABASE_URL has no host: want postgres://user:password@host:5432/dbname")
+	}
+	return nil
+}

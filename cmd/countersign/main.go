@@ -1,0 +1,114 @@
+// Command countersign is the Countersign server and its admin CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at link time (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `countersign — human approval for AI agents
+
+Usage:
+  countersign serve [flags]     run the HTTP server (--dev for a local demo)
+  countersign migrate [flags]   apply database migrations and exit
+  countersign version           print the version
+
+Run 'countersign COMMAND --help' for a command's flags.
+`
+
+// errUsage marks an error whose message is the whole story: it is printed as
+// one line and the process exits 2.
+type errUsage struct{ error }
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = serveCmd(ctx, rest, stdout, stderr, getenv)
+	case "migrate":
+		err = migrateCmd(ctx, rest, stdout, stderr, getenv)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = errUsage{fmt.Errorf("unknown command %q (see countersign --help)", cmd)}
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(errUsage)):
+		fmt.Fprintf(stderr, "countersign: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "countersign: %v\n", err)
+		return 1
+	}
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return fmt.Sprintf("countersign %s %s/%s %s", v, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// loadConfig parses the flags of one subcommand into a validated Config.
+func loadConfig(name string, args []string, stdout io.Writer, getenv func(string) string, serve bool, extra func(*flag.FlagSet)) (*Config, error) {
+	var cfg Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cfg.flags(fs, serve)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: countersign %s [flags]\n\nFlags (each also COUNTERSIGN_<FLAG> in the environment):\n", name)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, errUsage{err}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, errUsage{err}
+	}
+	return &cfg, nil
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,47 @@
+// Package web is Countersign's HTTP surface: the OAuth and CIBA endpoints, the
+// approver pages, and the operational probes.
+package web
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// MaxBodyBytes bounds every request body; OAuth forms and JSON bodies are far
+// smaller, and a larger body is refused before any handler reads it.
+const MaxBodyBytes = 1 << 20
+
+// Options are what the HTTP surface needs from its process.
+type Options struct {
+	DB     *sqlx.DB
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server holds the dependencies of every handler.
+type Server struct {
+	db     *sqlx.DB
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Server; its Handler serves the routes.
+func New(o Options) *Server {
+	s := &Server{db: o.DB, logger: o.Logger, now: o.Now}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Handler returns the whole HTTP surface with its common middleware.
+func (s *Server) Handler() http.Handler {
+	return http.MaxBytesHandler(s.routes(), MaxBodyBytes)
+}
