@@ -1,0 +1,100 @@
+package rar
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// FieldError reports why an authorization_details value was rejected. Index
+// is the element's position in the array, or -1 when the problem concerns the
+// whole value (size, syntax outside an element, element count). Path is a
+// JSON pointer (RFC 6901) within the element, "" for the element itself. Rule
+// names the failed check (see the package documentation for the list).
+type FieldError struct {
+	Index   int
+	Path    string
+	Rule    string
+	Message string
+}
+
+// maxErrorPart bounds each part of an error line so that a hostile key or
+// value never travels back in full.
+const maxErrorPart = 120
+
+// Error returns one line suitable for an OAuth error_description.
+//
+// RFC 6749 §5.2: "Values for the "error_description" parameter MUST NOT
+// include characters outside the set %x20-21 / %x23-5B / %x5D-7E." So
+// quotes, backslashes and everything outside printable ASCII are written as
+// U+XXXX, and each part is cut at a fixed length.
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString("rar: authorization_details")
+	if e.Index >= 0 {
+		b.WriteByte('[')
+		b.WriteString(strconv.Itoa(e.Index))
+		b.WriteByte(']')
+	}
+	writeDescriptionSafe(&b, e.Path)
+	b.WriteString(": ")
+	writeDescriptionSafe(&b, e.Rule)
+	if e.Message != "" {
+		b.WriteString(": ")
+		writeDescriptionSafe(&b, e.Message)
+	}
+	return b.String()
+}
+
+func writeDescriptionSafe(b *strings.Builder, s string) {
+	n := 0
+	for i, r := range s {
+		if n >= maxErrorPart {
+			if i < len(s) {
+				b.WriteString("...")
+			}
+			return
+		}
+		n++
+		switch {
+		case r == utf8.RuneError && isInvalidAt(s, i):
+			b.WriteString("U+FFFD")
+		case r >= 0x20 && r <= 0x7e && r != '"' && r != '\\':
+			b.WriteRune(r)
+		default:
+			b.WriteString("U+")
+			h := strconv.FormatInt(int64(r), 16)
+			for range 4 - len(h) {
+				b.WriteByte('0')
+			}
+			b.WriteString(strings.ToUpper(h))
+		}
+	}
+}
+
+func isInvalidAt(s string, i int) bool {
+	_, size := utf8.DecodeRuneInString(s[i:])
+	return size <= 1
+}
+
+func wholeError(rule, msg string) *FieldError {
+	return &FieldError{Index: -1, Rule: rule, Message: msg}
+}
+
+// pointer builds a JSON pointer (RFC 6901 §3) from reference tokens.
+func pointer(tokens ...string) string {
+	var b strings.Builder
+	for _, t := range tokens {
+		b.WriteByte('/')
+		b.WriteString(escapePointerToken(t))
+	}
+	return b.String()
+}
+
+// escapePointerToken applies RFC 6901 §3: '~' is written "~0" and '/' "~1".
+func escapePointerToken(t string) string {
+	if !strings.ContainsAny(t, "~/") {
+		return t
+	}
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(t)
+}

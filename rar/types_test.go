@@ -1,0 +1,191 @@
+package rar
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDemoTypes(t *testing.T) {
+	r := demoRegistry(t)
+	tests := []struct {
+		name     string
+		lifetime time.Duration
+		fields   int
+	}{
+		{"payment_initiation", 15 * time.Minute, 4},
+		{"database_operation", 10 * time.Minute, 5},
+		{"code_merge", 30 * time.Minute, 4},
+		{"email_send", 10 * time.Minute, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			typ, ok := r.Type(tt.name)
+			if !ok {
+				t.Fatalf("type %s not registered", tt.name)
+			}
+			if typ.MaxLifetime != tt.lifetime || len(typ.Fields) != tt.fields || typ.Description == "" {
+				t.Errorf("type = %+v, want lifetime %v and %d fields", typ, tt.lifetime, tt.fields)
+			}
+		})
+	}
+	if _, ok := r.Type("nope"); ok {
+		t.Error("Type(nope) found a type")
+	}
+}
+
+const minimalType = `
+name: t
+description: d
+max_lifetime: 5m
+summary: 'Do {{.x}}'
+fields:
+  - {path: /x, label: X}
+schema:
+  type: object
+  properties:
+    x: {type: string}
+`
+
+func TestParseTypeFileErrors(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"unknown top-level key", minimalType + "colour: red\n", "field colour not found"},
+		{"unknown field key", strings.Replace(minimalType, "label: X", "label: X, width: 3", 1), "field width not found"},
+		{"duplicate key", minimalType + "name: u\n", "already defined"},
+		{"two documents", minimalType + "---\n" + minimalType, "exactly one document"},
+		{"empty", "", "empty"},
+		{"no name", strings.Replace(minimalType, "name: t", "", 1), "name is required"},
+		{"no lifetime", strings.Replace(minimalType, "max_lifetime: 5m", "", 1), "max_lifetime is required"},
+		{"bad lifetime", strings.Replace(minimalType, "5m", "five minutes", 1), "max_lifetime"},
+		{"no schema", minimalType[:strings.Index(minimalType, "schema:")], "schema is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseTypeFile([]byte(tt.in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "rar: ") {
+				t.Errorf("ParseTypeFile error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	base, err := ParseTypeFile([]byte(minimalType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		edit   func(*Type)
+		want   string
+		second bool // compile base twice
+	}{
+		{"bad name", func(t *Type) { t.Name = "has space" }, "name must match", false},
+		{"zero lifetime", func(t *Type) { t.MaxLifetime = 0 }, "max_lifetime must be positive", false},
+		{"schema not JSON", func(t *Type) { t.Schema = json.RawMessage("{") }, "schema is not JSON", false},
+		{"schema not object", func(t *Type) { t.Schema = json.RawMessage("true") }, "must be a JSON object", false},
+		{"other draft", func(t *Type) { t.Schema = json.RawMessage(`{"$schema":"http://json-schema.org/draft-07/schema#"}`) }, "$schema must be", false},
+		{"invalid schema", func(t *Type) { t.Schema = json.RawMessage(`{"type":"objekt"}`) }, `type "t": schema`, false},
+		{"misspelt format", func(t *Type) { t.Schema = json.RawMessage(`{"properties":{"x":{"format":"iabn"}}}`) }, `unknown format "iabn"`, false},
+		{"remote ref", func(t *Type) { t.Schema = json.RawMessage(`{"$ref":"file:///etc/passwd"}`) }, "may not load", false},
+		{"bad pointer", func(t *Type) { t.Fields = []DisplayField{{Path: "x", Label: "X"}} }, "not a JSON pointer", false},
+		{"root pointer", func(t *Type) { t.Fields = []DisplayField{{Path: "", Label: "X"}} }, "not a JSON pointer", false},
+		{"no label", func(t *Type) { t.Fields = []DisplayField{{Path: "/x"}} }, "label is required", false},
+		{"unknown field format", func(t *Type) { t.Fields = []DisplayField{{Path: "/x", Label: "X", Format: "html"}} }, `unknown format "html"`, false},
+		{"no summary", func(t *Type) { t.Summary = "" }, "summary is required", false},
+		{"template syntax", func(t *Type) { t.Summary = "Pay {{.x" }, "summary", false},
+		{"unknown function", func(t *Type) { t.Summary = "Pay {{euro .x}}" }, `function "euro" not defined`, false},
+		{"wrong arity", func(t *Type) { t.Summary = "Pay {{plural .x}}" }, "wrong number of args", false},
+		{"defined twice", func(t *Type) {}, "defined twice", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			typ := base
+			typ.Fields = append([]DisplayField(nil), base.Fields...)
+			tt.edit(&typ)
+			types := []Type{typ}
+			if tt.second {
+				types = append(types, base)
+			}
+			_, err := Compile(types)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `rar: type "`) {
+				t.Errorf("Compile error = %v, want one naming the type and containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTypeMarshalRoundTrip(t *testing.T) {
+	for _, typ := range demoTypes(t) {
+		t.Run(typ.Name, func(t *testing.T) {
+			b, err := json.Marshal(typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := ParseTypeFile(b)
+			if err != nil {
+				t.Fatalf("ParseTypeFile(MarshalJSON): %v\n%s", err, b)
+			}
+			b2, _ := json.Marshal(back)
+			if !bytes.Equal(b, b2) {
+				t.Errorf("round trip changed the type:\n%s\n%s", b, b2)
+			}
+		})
+	}
+}
+
+func TestFieldErrorString(t *testing.T) {
+	tests := []struct {
+		name string
+		err  FieldError
+		want string
+	}{
+		{"element field", FieldError{Index: 0, Path: "/creditorAccount/iban", Rule: "iban_checksum", Message: "IBAN check digits do not match"},
+			"rar: authorization_details[0]/creditorAccount/iban: iban_checksum: IBAN check digits do not match"},
+		{"whole value", FieldError{Index: -1, Rule: "max_bytes", Message: "too big"},
+			"rar: authorization_details: max_bytes: too big"},
+		{"hostile key", FieldError{Index: 3, Path: "/a\u202e\"b\\", Rule: "duplicate_key", Message: "duplicate key"},
+			"rar: authorization_details[3]/aU+202EU+0022bU+005C: duplicate_key: duplicate key"},
+		{"invalid UTF-8", FieldError{Index: 1, Path: "/\xff", Rule: "r"}, "rar: authorization_details[1]/U+FFFD: r"},
+		{"long path", FieldError{Index: 0, Path: "/" + strings.Repeat("k", 1000), Rule: "r"},
+			"rar: authorization_details[0]/" + strings.Repeat("k", maxErrorPart-1) + "...: r"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.err.Error()
+			if got != tt.want {
+				t.Errorf("Error() = %q, want %q", got, tt.want)
+			}
+			// RFC 6749 §5.2 error_description character set.
+			for _, c := range []byte(got) {
+				if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+					t.Errorf("Error() contains byte %#x", c)
+				}
+			}
+		})
+	}
+}
+
+func TestDetailsLogValue(t *testing.T) {
+	r := testRegistry(t)
+	d, err := r.Parse([]byte(arr(payment, merge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("request", "authorization_details", d)
+	out := buf.String()
+	if !strings.Contains(out, "types=payment_initiation,code_merge") || !strings.Contains(out, "hash="+d.Hash) {
+		t.Errorf("log = %s, want types and hash", out)
+	}
+	for _, secret := range []string{"Alice", "DE89", "500", "acme"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log = %s, leaks %q", out, secret)
+		}
+	}
+}
