@@ -80,7 +80,7 @@ func TestCanonicalVectors(t *testing.T) {
 }`, "{\"\\n\":\"Newline\",\"\\r\":\"Carriage Return\",\"1\":\"One\",\"</script>\":\"Browser Challenge\",\"\u0080\":\"Control\u007f\",\"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\"😂\":\"Smiley\",\"\ufb33\":\"Hebrew Letter Dalet With Dagesh\"}"},
 		{"literals", ` true `, `true`},
 		{"string", `    "this is a test string 1235"`, `"this is a test string 1235"`},
-		{"controls", `"\u0000\u0008\u0009\u000a\u000b\u000c\u000d\u001f\u0020"`, `"\u0000\b\t\n\u000b\f\r\u001f "`},
+		{"controls", `"\u0001\u0008\u0009\u000a\u000b\u000c\u000d\u001f\u0020"`, `"\u0001\b\t\n\u000b\f\r\u001f "`},
 		{"supplementary after private use", `{"\ue000":1,"\ud800\udc00":2}`, "{\"\U00010000\":2,\"\ue000\":1}"},
 		{"same high surrogate", `{"\ud83d\ude03":1,"\ud83d\ude02":2}`, `{"😂":2,"😃":1}`},
 	}

@@ -94,7 +94,7 @@ func TestSummaryDisplaySafety(t *testing.T) {
 		{"unassigned", `Alice\u0378`, `Alice\u0378`, []string{FlagEscaped}, "invisible"},
 		{"leading combining mark", `\u0338Alice`, `\u0338Alice`, []string{FlagEscaped}, "invisible"},
 		{"backslash", `C:\\evil\\u202E`, `C:\\evil\\u202E`, []string{FlagEscaped}, "invisible"},
-		{"control characters", `Ali\u0000ce\u0007 \u009bSmith`, `Alice Smith`, []string{FlagControlRemoved}, "control characters"},
+		{"control characters", `Ali\u0001ce\u0007 \u009bSmith`, `Alice Smith`, []string{FlagControlRemoved}, "control characters"},
 		{"line breaks", `Alice\nSmith\r\tJr`, `Alice Smith  Jr`, []string{FlagControlRemoved}, "control characters"},
 		{"Cyrillic a in Latin name", `\u0410lice Smith`, "\u0410lice Smith", []string{FlagMixedScript}, "Cyrillic, Latin"},
 		{"Greek omicron", `B\u03bfb`, "B\u03bfb", []string{FlagMixedScript}, "mixes scripts"},
