@@ -38,8 +38,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeJSON writes v as the whole response. Responses here are never cached:
-// they carry state or tokens.
+// writeJSON writes v as the whole response. Unless the handler set its own
+// Cache-Control, the response is not to be stored: it carries state or tokens.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -48,7 +48,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-store")
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }

@@ -7,5 +7,25 @@ func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+
+	// Discovery and keys.
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOAuth(s.discovery))
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveOAuth(s.discovery))
+	mux.HandleFunc("GET /jwks.json", s.serveOAuth(s.jwks))
+
+	// CIBA (agents).
+	mux.HandleFunc("POST /bc-authorize", s.serveOAuth(s.bcAuthorize))
+	mux.HandleFunc("POST /bc-cancel", s.serveOAuth(s.bcCancel))
+	mux.HandleFunc("POST /token", s.serveOAuth(s.token))
+
+	// Tokens (resource servers, and agents for revocation).
+	mux.HandleFunc("POST /introspect", s.serveOAuth(s.introspect))
+	mux.HandleFunc("POST /redeem", s.serveOAuth(s.redeem))
+	mux.HandleFunc("POST /revoke", s.serveOAuth(s.revoke))
+
+	// Any other method on the OAuth POST endpoints gets an OAuth error too.
+	for _, p := range []string{"/bc-authorize", "/bc-cancel", "/token", "/introspect", "/redeem", "/revoke"} {
+		mux.HandleFunc(p, s.postOnly)
+	}
 	return mux
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/countersign/countersign/approvals"
 )
 
 // MaxBodyBytes bounds every request body; OAuth forms and JSON bodies are far
@@ -16,8 +18,10 @@ const MaxBodyBytes = 1 << 20
 
 // Options are what the HTTP surface needs from its process.
 type Options struct {
-	DB     *sqlx.DB
-	Logger *slog.Logger
+	DB *sqlx.DB
+	// Service is the domain; nil serves only the probes.
+	Service *approvals.Service
+	Logger  *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -25,13 +29,14 @@ type Options struct {
 // Server holds the dependencies of every handler.
 type Server struct {
 	db     *sqlx.DB
+	svc    *approvals.Service
 	logger *slog.Logger
 	now    func() time.Time
 }
 
 // New returns a Server; its Handler serves the routes.
 func New(o Options) *Server {
-	s := &Server{db: o.DB, logger: o.Logger, now: o.Now}
+	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger, now: o.Now}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}

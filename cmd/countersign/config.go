@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,25 +19,43 @@ import (
 // COUNTERSIGN_<NAME>_FILE or --<name>-file.
 type Config struct {
 	Addr            string
+	Issuer          string
 	DatabaseURL     string
+	KEK             string
 	Dev             bool
 	DataDir         string
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+
+	kind cmdKind // which subcommand this configures
 }
 
-// secretFlags may come from a *_FILE.
-var secretFlags = []string{"database-url"}
+// cmdKind says which configuration a subcommand needs.
+type cmdKind int
 
-// flags registers the configuration flags that the named subcommand uses.
-func (c *Config) flags(fs *flag.FlagSet, serve bool) {
+const (
+	kindMigrate cmdKind = iota // the database only
+	kindAdmin                  // the database and the key-encryption key
+	kindServe                  // everything
+)
+
+// secretFlags may come from a *_FILE.
+var secretFlags = []string{"database-url", "kek"}
+
+// flags registers the configuration flags that a subcommand of kind uses.
+func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
+	c.kind = kind
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (also DATABASE_URL); unset with --dev: a private cluster under --data-dir")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: private PostgreSQL when no database URL, text logs, localhost defaults")
 	fs.StringVar(&c.DataDir, "data-dir", ".data", "where dev mode keeps its private PostgreSQL cluster and generated keys")
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	if serve {
+	if kind >= kindAdmin {
+		fs.StringVar(&c.KEK, "kek", "", "key-encryption key for signing keys: 32 bytes, base64 or hex (dev: generated into --data-dir)")
+		fs.StringVar(&c.Issuer, "issuer", "", "issuer URL, e.g. https://countersign.example.com (dev default: http://localhost:PORT)")
+	}
+	if kind == kindServe {
 		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
 	}
@@ -144,6 +164,20 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
 	}
+	if c.kind >= kindAdmin && c.KEK == "" && !c.Dev {
+		return errors.New("no key-encryption key: set COUNTERSIGN_KEK (or --kek-file), 32 bytes in base64 or hex; generate one with: openssl rand -base64 32")
+	}
+	if c.KEK != "" {
+		if _, err := decodeKEK(c.KEK); err != nil {
+			return err
+		}
+	}
+	if c.Issuer != "" {
+		u, err := url.Parse(c.Issuer)
+		if err != nil || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return errors.New("--issuer must be an https URL without query or fragment (http only with --dev)")
+		}
+	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
 	}
@@ -164,4 +198,19 @@ func validateDatabaseURL(s string) error {
 		return errors.New("DATABASE_URL has no host: want postgres://user:password@host:5432/dbname")
 	}
 	return nil
+}
+
+// decodeKEK accepts 32 bytes as standard or URL-safe base64 (padded or not)
+// or as hex.
+func decodeKEK(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("the key-encryption key must be 32 bytes in base64 or hex; generate one with: openssl rand -base64 32")
 }

@@ -32,6 +32,16 @@ Usage:
   countersign migrate [flags]   apply database migrations and exit
   countersign version           print the version
 
+Administration (each takes the database flags of migrate, and --json):
+  countersign agents add --name N --domain D --types t1,t2 [--label k=v]… [--delivery poll|ping --notify-url U]
+                         [--auth client_secret_basic|client_secret_post|private_key_jwt --jwks-file F|--jwks-url U]
+  countersign agents list | rotate-secret | suspend | resume --client-id ID
+  countersign users add --email E [--name N] [--role R]… [--group G]… [--user-code C]
+  countersign users list | suspend | resume --user ID_OR_EMAIL
+  countersign resources add --name N --audience URL [--types t1,t2] | list
+  countersign types apply -f FILE|DIR
+  countersign keys rotate | list
+
 Run 'countersign COMMAND --help' for a command's flags.
 `
 
@@ -51,6 +61,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = serveCmd(ctx, rest, stdout, stderr, getenv)
 	case "migrate":
 		err = migrateCmd(ctx, rest, stdout, stderr, getenv)
+	case "agents":
+		err = agentsCmd(ctx, rest, stdout, stderr, getenv)
+	case "users":
+		err = usersCmd(ctx, rest, stdout, stderr, getenv)
+	case "resources":
+		err = resourcesCmd(ctx, rest, stdout, stderr, getenv)
+	case "types":
+		err = typesCmd(ctx, rest, stdout, stderr, getenv)
+	case "keys":
+		err = keysCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -81,10 +101,10 @@ func versionString() string {
 }
 
 // loadConfig parses the flags of one subcommand into a validated Config.
-func loadConfig(name string, args []string, stdout io.Writer, getenv func(string) string, serve bool, extra func(*flag.FlagSet)) (*Config, error) {
+func loadConfig(name string, args []string, stdout io.Writer, getenv func(string) string, kind cmdKind, extra func(*flag.FlagSet)) (*Config, error) {
 	var cfg Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg.flags(fs, serve)
+	cfg.flags(fs, kind)
 	if extra != nil {
 		extra(fs)
 	}

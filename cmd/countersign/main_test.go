@@ -122,6 +122,9 @@ func getJSON(t *testing.T, url string) (int, map[string]any) {
 	return resp.StatusCode, body
 }
 
+// testKEK is a key-encryption key for processes the tests start.
+const testKEK = "COUNTERSIGN_KEK=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
 // env returns the test process's environment without the variables that
 // configure countersign, plus extra.
 func env(extra ...string) []string {

@@ -9,7 +9,7 @@ import (
 )
 
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	cfg, err := loadConfig("migrate", args, stdout, getenv, false, nil)
+	cfg, err := loadConfig("migrate", args, stdout, getenv, kindMigrate, nil)
 	if err != nil {
 		return err
 	}

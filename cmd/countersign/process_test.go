@@ -22,7 +22,7 @@ import (
 func TestGracefulShutdownDrains(t *testing.T) {
 	conf := pgtest.NewConfig(t)
 	cmd := exec.Command(binary, "serve", "--addr", "127.0.0.1:0")
-	cmd.Env = env("DATABASE_URL=" + conf.URL())
+	cmd.Env = env("DATABASE_URL="+conf.URL(), testKEK)
 	p, addr := start(t, cmd)
 
 	db, err := sqlx.Connect("postgres", conf.URL())
@@ -142,6 +142,9 @@ func TestBadConfig(t *testing.T) {
 		{"unreadable --file", []string{"migrate", "--database-url-file", "/nonexistent/secret"}, nil, "cannot read /nonexistent/secret"},
 		{"bad env value", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x", "COUNTERSIGN_SHUTDOWN_TIMEOUT=soon"}, `COUNTERSIGN_SHUTDOWN_TIMEOUT: invalid value "soon"`},
 		{"no database", []string{"serve"}, nil, "no database: set DATABASE_URL"},
+		{"malformed KEK", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x", "COUNTERSIGN_KEK=short"}, "key-encryption key must be 32 bytes"},
+		{"missing KEK", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x"}, "no key-encryption key"},
+		{"http issuer outside dev", []string{"serve", "--issuer", "http://cs.example.com"}, []string{"DATABASE_URL=postgres://localhost/x", testKEK}, "--issuer must be an https URL"},
 		{"bad log format", []string{"serve", "--dev", "--log-format", "xml"}, nil, "--log-format must be text or json"},
 	}
 	for _, tc := range tests {

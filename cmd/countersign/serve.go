@@ -10,27 +10,31 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/countersign/countersign/migrations"
 	"github.com/countersign/countersign/web"
 )
 
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	cfg, err := loadConfig("serve", args, stdout, getenv, true, nil)
+	cfg, err := loadConfig("serve", args, stdout, getenv, kindServe, nil)
 	if err != nil {
 		return err
 	}
 	logger := newLogger(cfg, stderr)
-	db, closeDB, err := openDB(ctx, cfg, logger)
+	a, closeApp, err := openApp(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer closeDB()
-	if err := migrations.Apply(ctx, db.DB, logger); err != nil {
-		return err
+	defer closeApp()
+	if cfg.Dev {
+		if err := seedDemo(ctx, a, stdout); err != nil {
+			return err
+		}
 	}
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSweep()
+	go a.svc.Sweep(sweepCtx, 5*time.Second)
 
 	srv := &http.Server{
-		Handler:           web.New(web.Options{DB: db, Logger: logger}).Handler(),
+		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger}).Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
@@ -42,7 +46,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	logger.Info("countersign listening", "addr", ln.Addr().String(), "version", version, "dev", cfg.Dev)
+	logger.Info("countersign listening", "addr", ln.Addr().String(), "issuer", a.svc.Issuer(), "version", version, "dev", cfg.Dev)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

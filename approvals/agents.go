@@ -1,0 +1,214 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// Delivery modes (CIBA §5) and client authentication methods.
+const (
+	DeliveryPoll = "poll"
+	DeliveryPing = "ping"
+
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+)
+
+// Agent is a registered OAuth client: an AI agent that asks for approval.
+type Agent struct {
+	ID           string         `db:"id" json:"client_id"`
+	Name         string         `db:"name" json:"name"`
+	Domain       string         `db:"domain" json:"domain"`
+	Types        pq.StringArray `db:"types" json:"types"`
+	Labels       Labels         `db:"labels" json:"labels"`
+	DeliveryMode string         `db:"delivery_mode" json:"delivery_mode"`
+	NotifyURL    *string        `db:"notify_url" json:"client_notification_endpoint,omitempty"`
+	AuthMethod   string         `db:"auth_method" json:"token_endpoint_auth_method"`
+	SecretHash   []byte         `db:"secret_hash" json:"-"`
+	JWKS         NullJSON       `db:"jwks" json:"jwks,omitempty"`
+	JWKSURL      *string        `db:"jwks_url" json:"jwks_uri,omitempty"`
+	IDTokenAlg   string         `db:"id_token_alg" json:"id_token_signed_response_alg"`
+	Status       string         `db:"status" json:"status"`
+	CreatedAt    time.Time      `db:"created_at" json:"created_at"`
+}
+
+// NewAgent is what an admin registers.
+type NewAgent struct {
+	Name, Domain string
+	Types        []string
+	Labels       map[string]string
+	DeliveryMode string // poll (default) or ping
+	NotifyURL    string // required for ping
+	AuthMethod   string // client_secret_basic (default), client_secret_post, private_key_jwt
+	JWKS         []byte // private_key_jwt: inline JWKS
+	JWKSURL      string // private_key_jwt: or a JWKS URL
+	IDTokenAlg   string // ES256 (default) or RS256
+}
+
+func (a *NewAgent) validate() error {
+	if strings.TrimSpace(a.Name) == "" {
+		return fmt.Errorf("%w: name is required", ErrInvalidInput)
+	}
+	if !validDomain(a.Domain) {
+		return fmt.Errorf("%w: domain %q is not a host name", ErrInvalidInput, a.Domain)
+	}
+	if len(a.Types) == 0 {
+		return fmt.Errorf("%w: at least one request type is required", ErrInvalidInput)
+	}
+	if a.DeliveryMode == "" {
+		a.DeliveryMode = DeliveryPoll
+	}
+	switch a.DeliveryMode {
+	case DeliveryPoll:
+		if a.NotifyURL != "" {
+			return fmt.Errorf("%w: a notification endpoint is only for ping delivery", ErrInvalidInput)
+		}
+	case DeliveryPing:
+		u, err := url.Parse(a.NotifyURL)
+		if a.NotifyURL == "" || err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
+			return fmt.Errorf("%w: ping delivery needs an absolute client_notification_endpoint URL", ErrInvalidInput)
+		}
+	default:
+		return fmt.Errorf("%w: delivery must be poll or ping, not %q", ErrInvalidInput, a.DeliveryMode)
+	}
+	if a.AuthMethod == "" {
+		a.AuthMethod = AuthClientSecretBasic
+	}
+	switch a.AuthMethod {
+	case AuthClientSecretBasic, AuthClientSecretPost:
+		if len(a.JWKS) > 0 || a.JWKSURL != "" {
+			return fmt.Errorf("%w: a JWKS is only for private_key_jwt", ErrInvalidInput)
+		}
+	case AuthPrivateKeyJWT:
+		if (len(a.JWKS) > 0) == (a.JWKSURL != "") {
+			return fmt.Errorf("%w: private_key_jwt needs exactly one of a JWKS file or a JWKS URL", ErrInvalidInput)
+		}
+	default:
+		return fmt.Errorf("%w: auth must be client_secret_basic, client_secret_post or private_key_jwt, not %q", ErrInvalidInput, a.AuthMethod)
+	}
+	if a.IDTokenAlg == "" {
+		a.IDTokenAlg = "ES256"
+	}
+	if a.IDTokenAlg != "ES256" && a.IDTokenAlg != "RS256" {
+		return fmt.Errorf("%w: id_token_signed_response_alg must be ES256 or RS256", ErrInvalidInput)
+	}
+	return nil
+}
+
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 || strings.ContainsAny(d, "/:@ ") {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
+const agentColumns = `id, name, domain, types, labels, delivery_mode, notify_url, auth_method, secret_hash, jwks, jwks_url, id_token_alg, status, created_at`
+
+const createAgentSQL = `
+INSERT INTO agents (id, name, domain, types, labels, delivery_mode, notify_url, auth_method, secret_hash, jwks, jwks_url, id_token_alg)
+VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, NULLIF($11, ''), $12)
+RETURNING ` + agentColumns
+
+// CreateAgent registers an agent. It returns the one-time client secret ("" for
+// private_key_jwt); only its hash is stored.
+func (s *Store) CreateAgent(ctx context.Context, n NewAgent) (Agent, string, error) {
+	if err := n.validate(); err != nil {
+		return Agent{}, "", err
+	}
+	var secret string
+	var hash []byte
+	if n.AuthMethod != AuthPrivateKeyJWT {
+		secret = NewSecret()
+		hash = HashSecret(secret)
+	}
+	types := slices.Clone(n.Types)
+	slices.Sort(types)
+	var a Agent
+	err := s.db.QueryRowxContext(ctx, createAgentSQL, newID("agt_"), n.Name, n.Domain, pq.StringArray(slices.Compact(types)),
+		Labels(n.Labels), n.DeliveryMode, n.NotifyURL, n.AuthMethod, hash, NullJSON(n.JWKS), n.JWKSURL, n.IDTokenAlg).StructScan(&a)
+	if err != nil {
+		return Agent{}, "", fmt.Errorf("approvals: create agent: %w", translate(err))
+	}
+	return a, secret, nil
+}
+
+const agentSQL = `SELECT ` + agentColumns + ` FROM agents WHERE id = $1`
+
+// Agent returns the agent with client_id id.
+func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
+	var a Agent
+	if err := s.db.GetContext(ctx, &a, agentSQL, id); err != nil {
+		return Agent{}, fmt.Errorf("approvals: agent %q: %w", id, translate(err))
+	}
+	return a, nil
+}
+
+const agentsSQL = `SELECT ` + agentColumns + ` FROM agents ORDER BY created_at, id`
+
+// Agents lists every agent, oldest first.
+func (s *Store) Agents(ctx context.Context) ([]Agent, error) {
+	var out []Agent
+	if err := s.db.SelectContext(ctx, &out, agentsSQL); err != nil {
+		return nil, fmt.Errorf("approvals: agents: %w", err)
+	}
+	return out, nil
+}
+
+const rotateAgentSecretSQL = `
+UPDATE agents SET secret_hash = $2, updated_at = now()
+WHERE id = $1 AND auth_method <> 'private_key_jwt'
+RETURNING id`
+
+// RotateAgentSecret replaces an agent's client secret; the old one stops
+// working at once. It returns the new one-time secret.
+func (s *Store) RotateAgentSecret(ctx context.Context, id string) (string, error) {
+	secret := NewSecret()
+	var got string
+	if err := s.db.GetContext(ctx, &got, rotateAgentSecretSQL, id, HashSecret(secret)); err != nil {
+		return "", fmt.Errorf("approvals: rotate secret of %q (agents using private_key_jwt have none): %w", id, translate(err))
+	}
+	return secret, nil
+}
+
+const setAgentStatusSQL = `UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`
+
+// SetAgentStatus suspends ("suspended") or resumes ("active") an agent. A
+// suspended agent gets no new request and no token.
+func (s *Store) SetAgentStatus(ctx context.Context, id, status string) error {
+	var got string
+	if err := s.db.GetContext(ctx, &got, setAgentStatusSQL, id, status); err != nil {
+		return fmt.Errorf("approvals: set status of agent %q: %w", id, translate(err))
+	}
+	return nil
+}
+
+// AuthenticateAgent checks a client_id and client secret (client_secret_basic
+// or _post) in constant time. Unknown client, wrong secret and wrong method
+// all return ErrNotAllowed, so the answer does not tell which.
+func (s *Store) AuthenticateAgent(ctx context.Context, id, secret, method string) (Agent, error) {
+	a, err := s.Agent(ctx, id)
+	if err != nil {
+		secretMatches(nil, secret) // same work as a known client
+		if errors.Is(err, ErrNotFound) {
+			return Agent{}, ErrNotAllowed
+		}
+		return Agent{}, err
+	}
+	if !secretMatches(a.SecretHash, secret) || a.AuthMethod != method {
+		return Agent{}, ErrNotAllowed
+	}
+	return a, nil
+}

@@ -1,0 +1,42 @@
+package approvals
+
+// Refusal is a request that the protocol refuses, named by its OAuth/CIBA
+// error code (CIBA §13, §11; RFC 6749 §5.2; RFC 9396 §5; RFC 8707 §2). The web
+// layer decides the HTTP status for each code in one place.
+type Refusal struct {
+	Code        string
+	Description string
+	// Interval is the polling interval now in force, with slow_down.
+	Interval int
+}
+
+// Error codes a Refusal carries.
+const (
+	CodeInvalidRequest              = "invalid_request"
+	CodeInvalidScope                = "invalid_scope"
+	CodeExpiredLoginHintToken       = "expired_login_hint_token"
+	CodeUnknownUserID               = "unknown_user_id"
+	CodeUnauthorizedClient          = "unauthorized_client"
+	CodeMissingUserCode             = "missing_user_code"
+	CodeInvalidUserCode             = "invalid_user_code"
+	CodeInvalidBindingMessage       = "invalid_binding_message"
+	CodeInvalidClient               = "invalid_client"
+	CodeAccessDenied                = "access_denied"
+	CodeInvalidAuthorizationDetails = "invalid_authorization_details"
+	CodeInvalidTarget               = "invalid_target"
+	CodeAuthorizationPending        = "authorization_pending"
+	CodeSlowDown                    = "slow_down"
+	CodeExpiredToken                = "expired_token"
+	CodeInvalidGrant                = "invalid_grant"
+	CodeUnsupportedGrantType        = "unsupported_grant_type"
+	CodeTemporarilyUnavailable      = "temporarily_unavailable"
+)
+
+func (r *Refusal) Error() string {
+	if r.Description == "" {
+		return "approvals: " + r.Code
+	}
+	return "approvals: " + r.Code + ": " + r.Description
+}
+
+func refuse(code, description string) *Refusal { return &Refusal{Code: code, Description: description} }

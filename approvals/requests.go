@@ -1,0 +1,319 @@
+package approvals
+
+import (
+	"context"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// Request is one approval request (a CIBA backchannel authentication request
+// for one transaction) and, once approved, its single-transaction token.
+type Request struct {
+	ID                      string          `db:"id"`
+	AgentID                 string          `db:"agent_id"`
+	UserID                  string          `db:"user_id"`
+	State                   State           `db:"state"`
+	Scope                   string          `db:"scope"`
+	AuthorizationDetails    json.RawMessage `db:"authorization_details"`
+	DetailsCanonical        string          `db:"details_canonical"`
+	DetailsHash             string          `db:"details_hash"`
+	Types                   pq.StringArray  `db:"types"`
+	TypeVersions            TypeVersions    `db:"type_versions"`
+	BindingMessage          string          `db:"binding_message"`
+	ACRValues               pq.StringArray  `db:"acr_values"`
+	Resources               pq.StringArray  `db:"resources"`
+	Audience                pq.StringArray  `db:"audience"`
+	ClientNotificationToken *string         `db:"client_notification_token"`
+	CreatedAt               time.Time       `db:"created_at"`
+	ExpiresAt               time.Time       `db:"expires_at"`
+	PollInterval            int             `db:"poll_interval"`
+	LastPolledAt            *time.Time      `db:"last_polled_at"`
+	DecidedAt               *time.Time      `db:"decided_at"`
+	DecidedBy               *string         `db:"decided_by"`
+	DecisionReason          string          `db:"decision_reason"`
+	ACR                     string          `db:"acr"`
+	AMR                     pq.StringArray  `db:"amr"`
+	TokenJTI                *string         `db:"token_jti"`
+	TokenIssuedAt           *time.Time      `db:"token_issued_at"`
+	TokenExpiresAt          *time.Time      `db:"token_expires_at"`
+	RedeemedAt              *time.Time      `db:"redeemed_at"`
+	RedeemedBy              *string         `db:"redeemed_by"`
+	RevokedAt               *time.Time      `db:"revoked_at"`
+}
+
+// LogValue keeps the details and the notification token out of logs.
+func (r Request) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.ID), slog.String("agent", r.AgentID),
+		slog.String("user", r.UserID), slog.String("state", string(r.State)), slog.String("details_hash", r.DetailsHash))
+}
+
+// TypeVersions maps each request type in a request to the version of its
+// definition the request was validated against.
+type TypeVersions map[string]int
+
+// Value implements driver.Valuer.
+func (t TypeVersions) Value() (driver.Value, error) {
+	if t == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(t)
+}
+
+// Scan implements sql.Scanner.
+func (t *TypeVersions) Scan(src any) error {
+	b, ok := src.([]byte)
+	if !ok {
+		return fmt.Errorf("approvals: type versions: unexpected %T", src)
+	}
+	return json.Unmarshal(b, t)
+}
+
+const requestColumns = `id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
+	created_at, expires_at, poll_interval, last_polled_at, decided_at, decided_by, decision_reason, acr, amr,
+	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at`
+
+const insertRequestSQL = `
+INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
+	created_at, expires_at, poll_interval)
+VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now(), now() + make_interval(secs => $15), $16)
+RETURNING ` + requestColumns
+
+// InsertRequest stores a new pending request that expires lifetime from now
+// (the database's clock).
+func (s *Store) InsertRequest(ctx context.Context, r Request, lifetime time.Duration) (Request, error) {
+	var out Request
+	err := s.db.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.Scope, []byte(r.DetailsCanonical),
+		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
+		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval).StructScan(&out)
+	if err != nil {
+		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
+	}
+	return out, nil
+}
+
+const requestSQL = `SELECT ` + requestColumns + ` FROM requests WHERE id = $1`
+
+// Request returns the request with id.
+func (s *Store) Request(ctx context.Context, id string) (Request, error) {
+	var r Request
+	if err := s.db.GetContext(ctx, &r, requestSQL, id); err != nil {
+		return Request{}, fmt.Errorf("approvals: request %s: %w", id, translate(err))
+	}
+	return r, nil
+}
+
+// Decision is a human's (or, later, a rule's) verdict on a pending request.
+type Decision struct {
+	Approve bool
+	By      string   // the user who decided
+	Reason  string   // optional, from the approver
+	ACR     string   // urn:countersign:acr:…
+	AMR     []string // how the approver authenticated (RFC 8176)
+}
+
+const decideSQL = `
+UPDATE requests
+SET state = $2, decided_at = now(), decided_by = $3, decision_reason = $4, acr = $5, amr = $6
+WHERE id = $1 AND state = ANY($7) AND expires_at > now()
+RETURNING ` + requestColumns
+
+// Decide approves or denies a pending request in one guarded statement: a
+// request that was already decided, cancelled or has expired is not changed,
+// and the error says why.
+func (s *Store) Decide(ctx context.Context, id string, d Decision) (Request, error) {
+	ev, to := EventDeny, StateDenied
+	if d.Approve {
+		ev, to = EventApprove, StateApproved
+	}
+	var r Request
+	err := s.db.QueryRowxContext(ctx, decideSQL, id, to, d.By, d.Reason, d.ACR, pq.StringArray(d.AMR),
+		pq.StringArray(statesSQL(From(ev)))).StructScan(&r)
+	if err == nil {
+		return r, nil
+	}
+	return Request{}, s.whyNot(ctx, id, ev, err)
+}
+
+// whyNot explains why a guarded update of request id for event ev changed no
+// row, by reading the request and asking the state machine.
+func (s *Store) whyNot(ctx context.Context, id string, ev Event, updateErr error) error {
+	if err := translate(updateErr); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("approvals: %s %s: %w", ev, id, err)
+	}
+	var cur struct {
+		State     State     `db:"state"`
+		ExpiresAt time.Time `db:"expires_at"`
+		Now       time.Time `db:"now"`
+	}
+	if err := s.db.GetContext(ctx, &cur, `SELECT state, expires_at, now() AS now FROM requests WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("approvals: %s %s: %w", ev, id, translate(err))
+	}
+	if _, err := Next(cur.State, ev, cur.ExpiresAt, cur.Now); err != nil {
+		return fmt.Errorf("approvals: %s %s: %w", ev, id, err)
+	}
+	// The row changed between the update and the read: another caller won.
+	return fmt.Errorf("approvals: %s %s: %w", ev, id, ErrAlreadyDecided)
+}
+
+// Poll is what one token-endpoint poll found.
+type Poll struct {
+	Request Request
+	// TooSoon is set when the client polled again sooner than the interval
+	// after its previous poll (CIBA §7.3 / RFC 8628 §3.5: slow_down); the
+	// interval has then grown by 5 seconds for this and all later polls.
+	TooSoon bool
+	Now     time.Time
+}
+
+const pollSQL = `
+WITH prev AS (
+	SELECT id AS prev_id,
+		(last_polled_at IS NOT NULL AND now() < last_polled_at + make_interval(secs => poll_interval)) AS prev_too_soon
+	FROM requests WHERE id = $1 AND agent_id = $2
+	FOR UPDATE
+)
+UPDATE requests
+SET last_polled_at = now(),
+	poll_interval = CASE WHEN prev_too_soon AND state = 'pending' THEN poll_interval + 5 ELSE poll_interval END
+FROM prev
+WHERE id = prev_id
+RETURNING prev_too_soon AND state = 'pending' AS too_soon, now() AS now, ` + requestColumns
+
+// Poll records a token-endpoint poll of request id by agent agentID and
+// returns the request as it stands. The poll timing is read and updated under
+// the row lock, so concurrent polls see each other.
+func (s *Store) Poll(ctx context.Context, id, agentID string) (Poll, error) {
+	var row struct {
+		TooSoon bool      `db:"too_soon"`
+		Now     time.Time `db:"now"`
+		Request
+	}
+	if err := s.db.QueryRowxContext(ctx, pollSQL, id, agentID).StructScan(&row); err != nil {
+		return Poll{}, fmt.Errorf("approvals: poll %s: %w", id, translate(err))
+	}
+	return Poll{Request: row.Request, TooSoon: row.TooSoon, Now: row.Now}, nil
+}
+
+const issueTokenSQL = `
+UPDATE requests r
+SET state = 'token_issued', token_jti = $2, token_issued_at = $3, token_expires_at = $4
+WHERE r.id = $1 AND r.state = ANY($5) AND r.expires_at > now()
+	AND EXISTS (SELECT 1 FROM agents a WHERE a.id = r.agent_id AND a.status = 'active')
+	AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.status = 'active')
+RETURNING ` + requestColumns
+
+// IssueToken moves an approved request to token_issued, recording the token's
+// jti and lifetime. Exactly one caller wins; the others get ErrAlreadyDecided.
+// A suspended agent or user gets no token (ErrSuspended).
+func (s *Store) IssueToken(ctx context.Context, id, jti string, issuedAt, expiresAt time.Time) (Request, error) {
+	var r Request
+	err := s.db.QueryRowxContext(ctx, issueTokenSQL, id, jti, issuedAt, expiresAt, pq.StringArray(statesSQL(From(EventIssue)))).StructScan(&r)
+	if err == nil {
+		return r, nil
+	}
+	why := s.whyNot(ctx, id, EventIssue, err)
+	if errors.Is(why, ErrAlreadyDecided) && !errors.Is(why, ErrWrongState) {
+		cur, rerr := s.Request(ctx, id)
+		if rerr == nil && cur.State == StateApproved {
+			return Request{}, fmt.Errorf("approvals: issue %s: %w", id, ErrSuspended)
+		}
+	}
+	return Request{}, why
+}
+
+const cancelSQL = `
+UPDATE requests SET state = 'cancelled'
+WHERE id = $1 AND agent_id = $2 AND state = ANY($3)
+RETURNING id`
+
+// Cancel withdraws a pending request on behalf of the agent that made it.
+func (s *Store) Cancel(ctx context.Context, id, agentID string) error {
+	var got string
+	err := s.db.GetContext(ctx, &got, cancelSQL, id, agentID, pq.StringArray(statesSQL(From(EventCancel))))
+	if err == nil {
+		return nil
+	}
+	return s.whyNot(ctx, id, EventCancel, err)
+}
+
+const expireDueSQL = `
+UPDATE requests SET state = 'expired'
+WHERE id IN (
+	SELECT id FROM requests
+	WHERE state = ANY($1) AND expires_at <= now()
+	ORDER BY expires_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+)
+RETURNING id`
+
+// ExpireDue marks up to limit pending or approved-but-uncollected requests
+// whose time is up as expired and returns their ids. Several replicas may run
+// it at once: SKIP LOCKED keeps them off each other's rows.
+func (s *Store) ExpireDue(ctx context.Context, limit int) ([]string, error) {
+	var ids []string
+	if err := s.db.SelectContext(ctx, &ids, expireDueSQL, pq.StringArray(statesSQL(From(EventExpire))), limit); err != nil {
+		return nil, fmt.Errorf("approvals: expire: %w", err)
+	}
+	return ids, nil
+}
+
+const requestByJTISQL = `SELECT now() AS now, ` + requestColumns + ` FROM requests WHERE token_jti = $1`
+
+// RequestByJTI returns the request whose token has jti, and the database's now.
+func (s *Store) RequestByJTI(ctx context.Context, jti string) (Request, time.Time, error) {
+	var row struct {
+		Now time.Time `db:"now"`
+		Request
+	}
+	if err := s.db.GetContext(ctx, &row, requestByJTISQL, jti); err != nil {
+		return Request{}, time.Time{}, fmt.Errorf("approvals: token: %w", translate(err))
+	}
+	return row.Request, row.Now, nil
+}
+
+const redeemSQL = `
+UPDATE requests
+SET state = 'redeemed', redeemed_at = now(), redeemed_by = $2
+WHERE token_jti = $1 AND state = ANY($4) AND token_expires_at > now() AND details_hash = $3
+RETURNING ` + requestColumns
+
+// Redeem spends the token with jti for resource server rsID, in one statement
+// that also checks it is unspent, unexpired and bound to detailsHash. It
+// returns ErrNotFound when nothing was spent; the caller reads the request to
+// say why.
+func (s *Store) Redeem(ctx context.Context, jti, rsID, detailsHash string) (Request, error) {
+	var r Request
+	err := s.db.QueryRowxContext(ctx, redeemSQL, jti, rsID, detailsHash, pq.StringArray(statesSQL(From(EventRedeem)))).StructScan(&r)
+	if err != nil {
+		return Request{}, fmt.Errorf("approvals: redeem: %w", translate(err))
+	}
+	return r, nil
+}
+
+const revokeSQL = `
+UPDATE requests SET state = 'revoked', revoked_at = now()
+WHERE token_jti = $1 AND state = ANY($2)
+RETURNING id`
+
+// Revoke revokes the unspent token with jti and reports whether it did.
+// Revoking an unknown or already spent token is not an error (RFC 7009 §2.2).
+func (s *Store) Revoke(ctx context.Context, jti string) (bool, error) {
+	var got string
+	err := s.db.GetContext(ctx, &got, revokeSQL, jti, pq.StringArray(statesSQL(From(EventRevoke))))
+	if err != nil {
+		if errors.Is(translate(err), ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("approvals: revoke: %w", err)
+	}
+	return true, nil
+}

@@ -1,0 +1,114 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// ResourceServer is an API that verifies and redeems tokens.
+type ResourceServer struct {
+	ID         string         `db:"id" json:"client_id"`
+	Name       string         `db:"name" json:"name"`
+	Audience   string         `db:"audience" json:"audience"`
+	Types      pq.StringArray `db:"types" json:"types"`
+	SecretHash []byte         `db:"secret_hash" json:"-"`
+	Status     string         `db:"status" json:"status"`
+	CreatedAt  time.Time      `db:"created_at" json:"created_at"`
+}
+
+// NewResourceServer is what an admin registers.
+type NewResourceServer struct {
+	Name, Audience string
+	// Types are the request types this server executes: tokens for them carry
+	// its audience when the request named neither resource nor locations.
+	Types []string
+}
+
+const resourceColumns = `id, name, audience, types, secret_hash, status, created_at`
+
+const createResourceSQL = `
+INSERT INTO resource_servers (id, name, audience, types, secret_hash)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING ` + resourceColumns
+
+// CreateResourceServer registers a resource server and returns its one-time secret.
+func (s *Store) CreateResourceServer(ctx context.Context, n NewResourceServer) (ResourceServer, string, error) {
+	if strings.TrimSpace(n.Name) == "" {
+		return ResourceServer{}, "", fmt.Errorf("%w: name is required", ErrInvalidInput)
+	}
+	if u, err := url.Parse(n.Audience); err != nil || !u.IsAbs() || u.Fragment != "" {
+		return ResourceServer{}, "", fmt.Errorf("%w: audience %q must be an absolute URI without a fragment (RFC 8707 §2)", ErrInvalidInput, n.Audience)
+	}
+	secret := NewSecret()
+	var r ResourceServer
+	err := s.db.QueryRowxContext(ctx, createResourceSQL, newID("rs_"), n.Name, n.Audience,
+		pq.StringArray(sortedSet(n.Types)), HashSecret(secret)).StructScan(&r)
+	if err != nil {
+		return ResourceServer{}, "", fmt.Errorf("approvals: create resource server: %w", translate(err))
+	}
+	return r, secret, nil
+}
+
+const resourceSQL = `SELECT ` + resourceColumns + ` FROM resource_servers WHERE id = $1`
+
+// AuthenticateResourceServer checks a resource server's credentials in
+// constant time; any failure is ErrNotAllowed.
+func (s *Store) AuthenticateResourceServer(ctx context.Context, id, secret string) (ResourceServer, error) {
+	var r ResourceServer
+	if err := s.db.GetContext(ctx, &r, resourceSQL, id); err != nil {
+		secretMatches(nil, secret)
+		if errors.Is(translate(err), ErrNotFound) {
+			return ResourceServer{}, ErrNotAllowed
+		}
+		return ResourceServer{}, fmt.Errorf("approvals: resource server: %w", err)
+	}
+	if !secretMatches(r.SecretHash, secret) || r.Status != "active" {
+		return ResourceServer{}, ErrNotAllowed
+	}
+	return r, nil
+}
+
+const resourceServersSQL = `SELECT ` + resourceColumns + ` FROM resource_servers ORDER BY created_at, id`
+
+// ResourceServers lists every resource server.
+func (s *Store) ResourceServers(ctx context.Context) ([]ResourceServer, error) {
+	var out []ResourceServer
+	if err := s.db.SelectContext(ctx, &out, resourceServersSQL); err != nil {
+		return nil, fmt.Errorf("approvals: resource servers: %w", err)
+	}
+	return out, nil
+}
+
+const audiencesForTypesSQL = `
+SELECT audience FROM resource_servers
+WHERE status = 'active' AND types @> $1
+ORDER BY audience`
+
+// AudiencesForTypes returns the audiences of the active resource servers that
+// execute every one of types.
+func (s *Store) AudiencesForTypes(ctx context.Context, types []string) ([]string, error) {
+	var out []string
+	if err := s.db.SelectContext(ctx, &out, audiencesForTypesSQL, pq.StringArray(types)); err != nil {
+		return nil, fmt.Errorf("approvals: audiences: %w", err)
+	}
+	return out, nil
+}
+
+const rotateResourceSecretSQL = `UPDATE resource_servers SET secret_hash = $2 WHERE id = $1 RETURNING id`
+
+// RotateResourceServerSecret replaces a resource server's secret and returns
+// the new one-time secret.
+func (s *Store) RotateResourceServerSecret(ctx context.Context, id string) (string, error) {
+	secret := NewSecret()
+	var got string
+	if err := s.db.GetContext(ctx, &got, rotateResourceSecretSQL, id, HashSecret(secret)); err != nil {
+		return "", fmt.Errorf("approvals: rotate secret of %q: %w", id, translate(err))
+	}
+	return secret, nil
+}

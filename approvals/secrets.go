@@ -1,0 +1,89 @@
+package approvals
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// newID returns prefix + 128 random bits, base64url: an identifier nobody can guess.
+func newID(prefix string) string {
+	return prefix + randomString(16)
+}
+
+// NewSecret returns a 256-bit random client secret, base64url without padding.
+func NewSecret() string { return randomString(32) }
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// HashSecret returns SHA-256 of a high-entropy secret. A fast hash is right
+// here: 256 random bits cannot be brute-forced, and client authentication is
+// on the hot path of every token request.
+func HashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+// secretMatches compares a presented secret with a stored hash in constant time.
+func secretMatches(stored []byte, presented string) bool {
+	if len(stored) != sha256.Size {
+		// Still spend the same work, then fail.
+		stored = make([]byte, sha256.Size)
+		subtle.ConstantTimeCompare(stored, HashSecret(presented))
+		return false
+	}
+	return subtle.ConstantTimeCompare(stored, HashSecret(presented)) == 1
+}
+
+// argon2id parameters for low-entropy secrets (user codes): RFC 9106 §4's
+// second recommended option, memory-constrained.
+const (
+	argonTime    = 3
+	argonMemory  = 64 * 1024
+	argonThreads = 2
+	argonKeyLen  = 32
+)
+
+// HashUserCode hashes a user code with argon2id into a self-describing string.
+func HashUserCode(code string) string {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	key := argon2.IDKey([]byte(code), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
+// userCodeMatches checks code against a HashUserCode string in constant time.
+func userCodeMatches(encoded, code string) (bool, error) {
+	parts := strings.Split(encoded, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false, errors.New("approvals: malformed user code hash")
+	}
+	var version int
+	var m uint32
+	var t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
+		return false, errors.New("approvals: unsupported argon2 version")
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false, errors.New("approvals: malformed argon2 parameters")
+	}
+	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
+	want, err2 := base64.RawStdEncoding.DecodeString(parts[5])
+	if err1 != nil || err2 != nil {
+		return false, errors.New("approvals: malformed user code hash")
+	}
+	got := argon2.IDKey([]byte(code), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}

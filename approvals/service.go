@@ -1,0 +1,362 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/rar"
+)
+
+// ACR values (RFC 9470) that say how a request was approved.
+const (
+	ACRPolicy   = "urn:countersign:acr:policy"
+	ACRApproval = "urn:countersign:acr:approval"
+	ACRStepUp   = "urn:countersign:acr:step-up"
+)
+
+// Defaults of the protocol surface.
+const (
+	DefaultInterval   = 5 * time.Second // CIBA §7.3: the client's minimum wait between polls
+	DefaultTokenTTL   = 5 * time.Minute
+	MaxBindingMessage = 64
+)
+
+// Config configures a Service.
+type Config struct {
+	Issuer   string        // this server's issuer URL, no trailing slash
+	KEK      []byte        // the key-encryption key; auth_req_id MACs use a key derived from it
+	Interval time.Duration // poll interval handed to agents (default 5 s)
+	TokenTTL time.Duration // access token lifetime (default and cap 5 min)
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// Service is the domain API: what the HTTP handlers and the CLI call.
+type Service struct {
+	store    *Store
+	types    *TypeStore
+	keys     *KeyStore
+	issuer   string
+	handles  handles
+	interval int
+	tokenTTL time.Duration
+	now      func() time.Time
+	logger   *slog.Logger
+}
+
+// NewService wires the domain.
+func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Service {
+	s := &Service{store: store, types: types, keys: keys, issuer: strings.TrimRight(cfg.Issuer, "/"),
+		handles: handles{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
+		interval: int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger}
+	if s.interval <= 0 {
+		s.interval = int(DefaultInterval / time.Second)
+	}
+	if s.tokenTTL <= 0 || s.tokenTTL > DefaultTokenTTL {
+		s.tokenTTL = DefaultTokenTTL
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Store returns the service's store.
+func (s *Service) Store() *Store { return s.store }
+
+// Types returns the service's type store.
+func (s *Service) Types() *TypeStore { return s.types }
+
+// Keys returns the service's key store.
+func (s *Service) Keys() *KeyStore { return s.keys }
+
+// Issuer returns the issuer URL.
+func (s *Service) Issuer() string { return s.issuer }
+
+// ApprovalURL is the session-bound consent page of request id.
+func (s *Service) ApprovalURL(id string) string { return s.issuer + "/approve/" + id }
+
+// AuthRequest holds the parameters of a backchannel authentication request
+// (CIBA §7.1) after form parsing.
+type AuthRequest struct {
+	Scope                   string
+	AuthorizationDetails    []byte
+	LoginHint               string
+	BindingMessage          string
+	UserCode                string
+	RequestedExpiry         int // seconds; 0 when absent
+	ACRValues               []string
+	ClientNotificationToken string
+	Resources               []string // RFC 8707
+}
+
+// Created is the answer to a successful backchannel authentication request.
+type Created struct {
+	Request   Request
+	AuthReqID string
+	ExpiresIn int
+	Interval  int
+}
+
+// Authorize handles a backchannel authentication request from an
+// authenticated agent: it validates every parameter, resolves the user, and
+// stores a pending request. Refusals are *Refusal.
+func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Created, error) {
+	if agent.Status != "active" {
+		return Created{}, refuse(CodeUnauthorizedClient, "the client is suspended")
+	}
+	if !slices.Contains(strings.Fields(p.Scope), "openid") {
+		return Created{}, refuse(CodeInvalidScope, "scope must contain openid")
+	}
+	for _, sc := range strings.Fields(p.Scope) {
+		if sc != "openid" && sc != "email" {
+			return Created{}, refuse(CodeInvalidScope, "unsupported scope value: only openid and email are offered")
+		}
+	}
+	if err := checkBindingMessage(p.BindingMessage); err != nil {
+		return Created{}, err
+	}
+	if agent.DeliveryMode == DeliveryPing && p.ClientNotificationToken == "" {
+		return Created{}, refuse(CodeInvalidRequest, "client_notification_token is required for ping delivery")
+	}
+	if len(p.ClientNotificationToken) > 1024 {
+		return Created{}, refuse(CodeInvalidRequest, "client_notification_token is longer than 1024 characters")
+	}
+	for _, r := range p.Resources {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+			return Created{}, refuse(CodeInvalidTarget, "resource must be an absolute URI without a fragment")
+		}
+	}
+
+	reg, versions, err := s.types.Registry(ctx)
+	if err != nil {
+		return Created{}, err
+	}
+	if len(p.AuthorizationDetails) == 0 {
+		return Created{}, refuse(CodeInvalidRequest, "authorization_details is required")
+	}
+	details, err := reg.Parse(p.AuthorizationDetails)
+	if err != nil {
+		var fe *rar.FieldError
+		if errors.As(err, &fe) {
+			return Created{}, refuse(CodeInvalidAuthorizationDetails, fe.Error())
+		}
+		return Created{}, err
+	}
+	var types []string
+	lifetime := time.Duration(0)
+	for i, e := range details.Elements {
+		if !slices.Contains(agent.Types, e.Type) {
+			return Created{}, refuse(CodeInvalidAuthorizationDetails,
+				fmt.Sprintf("authorization_details[%d]: type %q is not allowed for this client", i, e.Type))
+		}
+		t, _ := reg.Type(e.Type)
+		if lifetime == 0 || t.MaxLifetime < lifetime {
+			lifetime = t.MaxLifetime
+		}
+		if !slices.Contains(types, e.Type) {
+			types = append(types, e.Type)
+		}
+	}
+	// CIBA §7.1: requested_expiry asks for an expires_in; the type's maximum
+	// lifetime caps it.
+	if p.RequestedExpiry < 0 {
+		return Created{}, refuse(CodeInvalidRequest, "requested_expiry must be a positive integer")
+	}
+	if p.RequestedExpiry > 0 && time.Duration(p.RequestedExpiry)*time.Second < lifetime {
+		lifetime = time.Duration(p.RequestedExpiry) * time.Second
+	}
+
+	user, err := s.resolveUser(ctx, p)
+	if err != nil {
+		return Created{}, err
+	}
+	audience, err := s.audience(ctx, p.Resources, details, types)
+	if err != nil {
+		return Created{}, err
+	}
+
+	id := newUUID()
+	req := Request{
+		ID: uuidString(id[:]), AgentID: agent.ID, UserID: user.ID, Scope: strings.Join(strings.Fields(p.Scope), " "),
+		DetailsCanonical: string(details.Canonical), DetailsHash: details.Hash,
+		Types: types, TypeVersions: pick(versions, types), BindingMessage: p.BindingMessage,
+		ACRValues: pq.StringArray(nonNil(p.ACRValues)), Resources: pq.StringArray(nonNil(p.Resources)), Audience: audience,
+		PollInterval: s.interval,
+	}
+	if p.ClientNotificationToken != "" {
+		req.ClientNotificationToken = &p.ClientNotificationToken
+	}
+	stored, err := s.store.InsertRequest(ctx, req, lifetime)
+	if err != nil {
+		return Created{}, err
+	}
+	s.logger.InfoContext(ctx, "request received", "request", stored)
+	return Created{Request: stored, AuthReqID: s.handles.issue(id), ExpiresIn: int(lifetime / time.Second), Interval: s.interval}, nil
+}
+
+func checkBindingMessage(m string) error {
+	if utf8.RuneCountInString(m) > MaxBindingMessage {
+		return refuse(CodeInvalidBindingMessage, "binding_message is longer than 64 characters")
+	}
+	for _, r := range m {
+		if !unicode.IsPrint(r) {
+			return refuse(CodeInvalidBindingMessage, "binding_message must contain printable characters only")
+		}
+	}
+	if !utf8.ValidString(m) {
+		return refuse(CodeInvalidBindingMessage, "binding_message is not valid UTF-8")
+	}
+	return nil
+}
+
+// resolveUser finds the user a login_hint names and checks their user_code.
+func (s *Service) resolveUser(ctx context.Context, p AuthRequest) (User, error) {
+	if p.LoginHint == "" {
+		return User{}, refuse(CodeInvalidRequest, "login_hint is required")
+	}
+	u, err := s.store.UserByHint(ctx, p.LoginHint)
+	if errors.Is(err, ErrNotFound) {
+		return User{}, refuse(CodeUnknownUserID, "no user matches the hint")
+	}
+	if err != nil {
+		return User{}, err
+	}
+	if u.Status != "active" {
+		return User{}, refuse(CodeAccessDenied, "the user is suspended")
+	}
+	if u.HasUserCode() {
+		if p.UserCode == "" {
+			return User{}, refuse(CodeMissingUserCode, "this user requires a user_code")
+		}
+		ok, err := userCodeMatches(*u.UserCodeHash, p.UserCode)
+		if err != nil {
+			return User{}, err
+		}
+		if !ok {
+			return User{}, refuse(CodeInvalidUserCode, "the user_code is not valid")
+		}
+	}
+	return u, nil
+}
+
+// audience decides the token's aud: the resource indicators given (RFC 8707),
+// else the details' locations (RFC 9396 §2.2), else the resource servers
+// registered for the request's types.
+func (s *Service) audience(ctx context.Context, resources []string, d *rar.Details, types []string) (pq.StringArray, error) {
+	if len(resources) > 0 {
+		known, err := s.store.ResourceServers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range resources {
+			if !slices.ContainsFunc(known, func(rs ResourceServer) bool { return rs.Audience == r && rs.Status == "active" }) {
+				return nil, refuse(CodeInvalidTarget, "resource does not name a registered resource server")
+			}
+		}
+		return sortedSet(resources), nil
+	}
+	var locations []string
+	for _, e := range d.Elements {
+		if ls, ok := e.Value["locations"].([]any); ok {
+			for _, l := range ls {
+				if s, ok := l.(string); ok {
+					locations = append(locations, s)
+				}
+			}
+		}
+	}
+	if len(locations) > 0 {
+		return sortedSet(locations), nil
+	}
+	aud, err := s.store.AudiencesForTypes(ctx, types)
+	if err != nil {
+		return nil, err
+	}
+	if len(aud) == 0 {
+		return nil, refuse(CodeInvalidTarget, "no audience for the token: give a resource parameter or locations in authorization_details")
+	}
+	return aud, nil
+}
+
+func pick(versions TypeVersions, types []string) TypeVersions {
+	out := TypeVersions{}
+	for _, t := range types {
+		out[t] = versions[t]
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// requestFor resolves an auth_req_id presented by agent.
+func (s *Service) requestFor(authReqID string) (string, error) {
+	id, err := s.handles.parse(authReqID)
+	if err != nil {
+		return "", refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	}
+	return id, nil
+}
+
+// Cancel withdraws a pending request of agent's.
+func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) error {
+	id, err := s.requestFor(authReqID)
+	if err != nil {
+		return err
+	}
+	err = s.store.Cancel(ctx, id, agent.ID)
+	switch {
+	case err == nil:
+		s.logger.InfoContext(ctx, "request cancelled", "id", id, "agent", agent.ID)
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	case errors.Is(err, ErrExpired):
+		return refuse(CodeExpiredToken, "the request has expired")
+	case errors.Is(err, ErrAlreadyDecided), errors.Is(err, ErrWrongState):
+		return refuse(CodeInvalidGrant, "the request is no longer pending")
+	}
+	return err
+}
+
+// Decide records a user's decision on a pending request. Only the user the
+// request is for may decide it; step-up and quorum arrive with the approver web.
+func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Request, error) {
+	r, err := s.store.Request(ctx, requestID)
+	if err != nil {
+		return Request{}, err
+	}
+	if d.By != r.UserID {
+		return Request{}, fmt.Errorf("%w: only the user the request is for may decide it", ErrNotAllowed)
+	}
+	if d.ACR == "" {
+		d.ACR = ACRApproval
+	}
+	if len(d.AMR) == 0 {
+		d.AMR = []string{"user"}
+	}
+	out, err := s.store.Decide(ctx, requestID, d)
+	if err != nil {
+		return Request{}, err
+	}
+	s.logger.InfoContext(ctx, "request decided", "request", out, "approve", d.Approve)
+	return out, nil
+}

@@ -1,0 +1,100 @@
+package approvals
+
+import (
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Store keeps the domain in PostgreSQL. Every method takes ctx first.
+type Store struct {
+	db  *sqlx.DB
+	now func() time.Time
+}
+
+// NewStore returns a Store on db. now is the clock (nil: time.Now); the
+// database's own clock is used in guards, so replicas agree.
+func NewStore(db *sqlx.DB, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, now: now}
+}
+
+// DB returns the underlying pool.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// translate maps driver errors to domain errors.
+func translate(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%w (%s)", ErrConflict, pqErr.Constraint)
+		case "22P02", "23514": // invalid_text_representation, check_violation
+			return fmt.Errorf("%w: %s", ErrInvalidInput, pqErr.Message)
+		}
+	}
+	return err
+}
+
+// Labels are free-form key/value pairs on an agent, stored as jsonb.
+type Labels map[string]string
+
+// Value implements driver.Valuer.
+func (l Labels) Value() (driver.Value, error) {
+	if l == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(l)
+}
+
+// Scan implements sql.Scanner.
+func (l *Labels) Scan(src any) error {
+	b, ok := src.([]byte)
+	if !ok {
+		return fmt.Errorf("approvals: labels: unexpected %T", src)
+	}
+	return json.Unmarshal(b, l)
+}
+
+// NullJSON is a nullable jsonb value.
+type NullJSON json.RawMessage
+
+// Value implements driver.Valuer.
+func (j NullJSON) Value() (driver.Value, error) {
+	if len(j) == 0 {
+		return nil, nil
+	}
+	return []byte(j), nil
+}
+
+// Scan implements sql.Scanner.
+func (j *NullJSON) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*j = nil
+	case []byte:
+		*j = append((*j)[:0], v...)
+	default:
+		return fmt.Errorf("approvals: json: unexpected %T", src)
+	}
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (j NullJSON) MarshalJSON() ([]byte, error) {
+	if len(j) == 0 {
+		return []byte("null"), nil
+	}
+	return j, nil
+}

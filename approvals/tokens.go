@@ -1,0 +1,278 @@
+package approvals
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/countersign/countersign/rar"
+)
+
+// TokenResponse is the successful answer of the CIBA grant (CIBA §11,
+// RFC 9396 §7).
+type TokenResponse struct {
+	AccessToken          string          `json:"access_token"`
+	TokenType            string          `json:"token_type"`
+	ExpiresIn            int             `json:"expires_in"`
+	IDToken              string          `json:"id_token"`
+	AuthorizationDetails json.RawMessage `json:"authorization_details"`
+}
+
+// Token answers a token request with the CIBA grant (CIBA §10.1, §11): the
+// token exactly once after approval, else the error the request's state calls
+// for. Refusals are *Refusal.
+func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (TokenResponse, error) {
+	id, err := s.requestFor(authReqID)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	poll, err := s.store.Poll(ctx, id, agent.ID)
+	if errors.Is(err, ErrNotFound) {
+		// Unknown, or issued to another client: the same answer for both.
+		return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	}
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	r := poll.Request
+	live := poll.Now.Before(r.ExpiresAt)
+	switch r.State {
+	case StatePending:
+		if !live {
+			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+		}
+		if poll.TooSoon {
+			// CIBA §11 / RFC 8628 §3.5: the interval grows by 5 s for this and
+			// every later poll.
+			return TokenResponse{}, &Refusal{Code: CodeSlowDown, Description: "polled sooner than the interval allows", Interval: r.PollInterval}
+		}
+		return TokenResponse{}, &Refusal{Code: CodeAuthorizationPending, Description: "the user has not decided yet", Interval: r.PollInterval}
+	case StateDenied:
+		return TokenResponse{}, refuse(CodeAccessDenied, "the request was denied")
+	case StateExpired:
+		return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+	case StateApproved:
+		if !live {
+			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+		}
+		return s.issue(ctx, agent, r)
+	default: // cancelled, or the token was already collected
+		return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	}
+}
+
+// issue mints the token pair for an approved request and records it, in that
+// order: if recording fails (another poll won) the minted tokens are dropped
+// unseen, so the token is handed out exactly once.
+func (s *Service) issue(ctx context.Context, agent Agent, r Request) (TokenResponse, error) {
+	ring, err := s.keys.Keyring(ctx)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	now := s.now().Truncate(time.Second)
+	exp := now.Add(s.tokenTTL)
+	if r.ExpiresAt.Before(exp) {
+		exp = r.ExpiresAt.Truncate(time.Second)
+	}
+	authTime := now
+	if r.DecidedAt != nil {
+		authTime = *r.DecidedAt
+	}
+	jti := randomString(16)
+	at := AccessTokenClaims{
+		Issuer: s.issuer, Subject: r.UserID, Audience: Audience(r.Audience), ClientID: agent.ID,
+		Act: Actor{Subject: agent.ID}, IssuedAt: now.Unix(), Expiry: exp.Unix(), JTI: jti, Txn: r.ID,
+		Scope: r.Scope, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), AuthorizationDetailsHash: r.DetailsHash,
+		ACR: r.ACR, AMR: r.AMR, AuthTime: authTime.Unix(),
+	}
+	accessToken, err := ring.Sign(jose.ES256, "at+jwt", at)
+	if err != nil {
+		return TokenResponse{}, fmt.Errorf("approvals: sign access token: %w", err)
+	}
+	authReqID := s.handles.issue(mustUUID(r.ID))
+	idt := IDTokenClaims{
+		Issuer: s.issuer, Subject: r.UserID, Audience: Audience{agent.ID}, IssuedAt: now.Unix(),
+		Expiry: now.Add(s.tokenTTL).Unix(), AuthTime: authTime.Unix(), ACR: r.ACR, AMR: r.AMR,
+		AtHash: AtHash(jose.SignatureAlgorithm(agent.IDTokenAlg), accessToken), AuthReqID: authReqID,
+	}
+	if slices.Contains(strings.Fields(r.Scope), "email") {
+		if u, err := s.store.UserByHint(ctx, r.UserID); err == nil {
+			idt.Email = u.Email
+		}
+	}
+	idToken, err := ring.Sign(jose.SignatureAlgorithm(agent.IDTokenAlg), "JWT", idt)
+	if err != nil {
+		return TokenResponse{}, fmt.Errorf("approvals: sign id token: %w", err)
+	}
+	if _, err := s.store.IssueToken(ctx, r.ID, jti, now, exp); err != nil {
+		switch {
+		case errors.Is(err, ErrSuspended):
+			return TokenResponse{}, refuse(CodeAccessDenied, "the client or the user is suspended")
+		case errors.Is(err, ErrExpired):
+			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+		case errors.Is(err, ErrAlreadyDecided), errors.Is(err, ErrWrongState), errors.Is(err, ErrNotFound):
+			return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
+		}
+		return TokenResponse{}, err
+	}
+	s.logger.InfoContext(ctx, "token issued", "request", r.ID, "jti", jti)
+	return TokenResponse{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: int(exp.Sub(now) / time.Second),
+		IDToken: idToken, AuthorizationDetails: json.RawMessage(r.DetailsCanonical)}, nil
+}
+
+func mustUUID(s string) [16]byte {
+	u, ok := parseUUID(s)
+	if !ok {
+		panic("approvals: stored request id is not a UUID: " + s)
+	}
+	return u
+}
+
+// Reasons a redeem or introspection finds a token not active.
+const (
+	ReasonAlreadyRedeemed     = "already_redeemed"
+	ReasonTransactionMismatch = "transaction_mismatch"
+	ReasonAudienceMismatch    = "audience_mismatch"
+	ReasonExpired             = "expired"
+	ReasonRevoked             = "revoked"
+	ReasonInvalidToken        = "invalid_token"
+)
+
+// Redemption is the answer of /redeem.
+type Redemption struct {
+	Active bool
+	Reason string             // when not active
+	Claims *AccessTokenClaims // when active
+}
+
+// Redeem is the once-only check of a resource server about to execute a
+// transaction: the token must be valid, unexpired, unspent, meant for rs, and
+// bound to exactly the details rs is about to execute (given as JSON, or as
+// their hash). The first such call spends the token atomically; a mismatch
+// does not spend it.
+func (s *Service) Redeem(ctx context.Context, rs ResourceServer, token string, details []byte, detailsHash string) (Redemption, error) {
+	var claims AccessTokenClaims
+	if err := s.keys.Verify(ctx, token, "at+jwt", &claims); err != nil {
+		return Redemption{Reason: ReasonInvalidToken}, nil
+	}
+	if len(details) > 0 {
+		reg, _, err := s.types.Registry(ctx)
+		if err != nil {
+			return Redemption{}, err
+		}
+		d, err := reg.Parse(details)
+		if err != nil {
+			var fe *rar.FieldError
+			if errors.As(err, &fe) {
+				return Redemption{Reason: ReasonTransactionMismatch}, nil
+			}
+			return Redemption{}, err
+		}
+		detailsHash = d.Hash
+	}
+	r, now, err := s.store.RequestByJTI(ctx, claims.JTI)
+	if errors.Is(err, ErrNotFound) {
+		return Redemption{Reason: ReasonInvalidToken}, nil
+	}
+	if err != nil {
+		return Redemption{}, err
+	}
+	if !slices.Contains(r.Audience, rs.Audience) {
+		return Redemption{Reason: ReasonAudienceMismatch}, nil
+	}
+	if why := inactive(r, now); why != "" {
+		return Redemption{Reason: why}, nil
+	}
+	if detailsHash != r.DetailsHash {
+		return Redemption{Reason: ReasonTransactionMismatch}, nil
+	}
+	if _, err := s.store.Redeem(ctx, claims.JTI, rs.ID, detailsHash); err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			return Redemption{}, err
+		}
+		// Someone else changed the token between our read and the guarded
+		// update: read again for the reason.
+		r, now, err = s.store.RequestByJTI(ctx, claims.JTI)
+		if err != nil {
+			return Redemption{}, err
+		}
+		why := inactive(r, now)
+		if why == "" {
+			why = ReasonAlreadyRedeemed
+		}
+		return Redemption{Reason: why}, nil
+	}
+	s.logger.InfoContext(ctx, "token redeemed", "request", r.ID, "resource_server", rs.ID)
+	return Redemption{Active: true, Claims: &claims}, nil
+}
+
+// inactive says why a token's request makes it unusable, or "".
+func inactive(r Request, now time.Time) string {
+	switch {
+	case r.State == StateRevoked:
+		return ReasonRevoked
+	case r.State == StateRedeemed:
+		return ReasonAlreadyRedeemed
+	case r.State != StateTokenIssued:
+		return ReasonInvalidToken
+	case r.TokenExpiresAt == nil || !now.Before(*r.TokenExpiresAt):
+		return ReasonExpired
+	}
+	return ""
+}
+
+// Introspect answers RFC 7662 for a resource server; it never spends the
+// token. A token not meant for rs is reported inactive (RFC 7662 §4).
+func (s *Service) Introspect(ctx context.Context, rs ResourceServer, token string) (*AccessTokenClaims, error) {
+	var claims AccessTokenClaims
+	if err := s.keys.Verify(ctx, token, "at+jwt", &claims); err != nil {
+		return nil, nil
+	}
+	r, now, err := s.store.RequestByJTI(ctx, claims.JTI)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(r.Audience, rs.Audience) || inactive(r, now) != "" {
+		return nil, nil
+	}
+	return &claims, nil
+}
+
+// Revoke revokes an access token (RFC 7009). An agent may revoke the tokens
+// issued to it; a resource server those meant for it. Anything else, including
+// an invalid token, is silently ignored (RFC 7009 §2.2).
+func (s *Service) Revoke(ctx context.Context, agent *Agent, rs *ResourceServer, token string) error {
+	var claims AccessTokenClaims
+	if err := s.keys.Verify(ctx, token, "at+jwt", &claims); err != nil {
+		return nil
+	}
+	switch {
+	case agent != nil:
+		if claims.ClientID != agent.ID {
+			return nil
+		}
+	case rs != nil:
+		if !slices.Contains(claims.Audience, rs.Audience) {
+			return nil
+		}
+	default:
+		return nil
+	}
+	ok, err := s.store.Revoke(ctx, claims.JTI)
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.logger.InfoContext(ctx, "token revoked", "jti", claims.JTI)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package approvals
+
+import (
+	"context"
+	"fmt"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// User is a person who approves requests.
+type User struct {
+	ID           string         `db:"id" json:"id"`
+	Email        string         `db:"email" json:"email"`
+	Name         string         `db:"name" json:"name"`
+	Roles        pq.StringArray `db:"roles" json:"roles"`
+	Groups       pq.StringArray `db:"groups" json:"groups"`
+	UserCodeHash *string        `db:"user_code_hash" json:"-"`
+	Status       string         `db:"status" json:"status"`
+	CreatedAt    time.Time      `db:"created_at" json:"created_at"`
+}
+
+// HasUserCode reports whether the user's requests must carry a user_code.
+func (u User) HasUserCode() bool { return u.UserCodeHash != nil }
+
+// NewUser is what an admin creates.
+type NewUser struct {
+	Email, Name   string
+	Roles, Groups []string
+	UserCode      string // optional; then every request for this user must carry it
+}
+
+const userColumns = `id, email, name, roles, groups, user_code_hash, status, created_at`
+
+const createUserSQL = `
+INSERT INTO users (id, email, name, roles, groups, user_code_hash)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING ` + userColumns
+
+// CreateUser creates a user. Emails are unique, compared case-insensitively.
+func (s *Store) CreateUser(ctx context.Context, n NewUser) (User, error) {
+	addr, err := mail.ParseAddress(n.Email)
+	if err != nil || addr.Address != strings.TrimSpace(n.Email) {
+		return User{}, fmt.Errorf("%w: %q is not an email address", ErrInvalidInput, n.Email)
+	}
+	var codeHash *string
+	if n.UserCode != "" {
+		if len(n.UserCode) < 4 || len(n.UserCode) > 64 {
+			return User{}, fmt.Errorf("%w: a user code has 4 to 64 characters", ErrInvalidInput)
+		}
+		h := HashUserCode(n.UserCode)
+		codeHash = &h
+	}
+	var u User
+	err = s.db.QueryRowxContext(ctx, createUserSQL, newID("usr_"), strings.ToLower(addr.Address), n.Name,
+		pq.StringArray(sortedSet(n.Roles)), pq.StringArray(sortedSet(n.Groups)), codeHash).StructScan(&u)
+	if err != nil {
+		return User{}, fmt.Errorf("approvals: create user: %w", translate(err))
+	}
+	return u, nil
+}
+
+const userByHintSQL = `SELECT ` + userColumns + ` FROM users WHERE id = $1 OR email = lower($1)`
+
+// UserByHint finds a user by id or by email (a CIBA login_hint).
+func (s *Store) UserByHint(ctx context.Context, hint string) (User, error) {
+	var u User
+	if err := s.db.GetContext(ctx, &u, userByHintSQL, hint); err != nil {
+		return User{}, fmt.Errorf("approvals: user: %w", translate(err))
+	}
+	return u, nil
+}
+
+const usersSQL = `SELECT ` + userColumns + ` FROM users ORDER BY created_at, id`
+
+// Users lists every user, oldest first.
+func (s *Store) Users(ctx context.Context) ([]User, error) {
+	var out []User
+	if err := s.db.SelectContext(ctx, &out, usersSQL); err != nil {
+		return nil, fmt.Errorf("approvals: users: %w", err)
+	}
+	return out, nil
+}
+
+const setUserStatusSQL = `UPDATE users SET status = $2, updated_at = now() WHERE id = $1 OR email = lower($1) RETURNING id`
+
+// SetUserStatus suspends or reactivates a user (by id or email).
+func (s *Store) SetUserStatus(ctx context.Context, idOrEmail, status string) error {
+	var got string
+	if err := s.db.GetContext(ctx, &got, setUserStatusSQL, idOrEmail, status); err != nil {
+		return fmt.Errorf("approvals: set status of user %q: %w", idOrEmail, translate(err))
+	}
+	return nil
+}
+
+func sortedSet(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

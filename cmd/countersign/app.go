@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/migrations"
+)
+
+// app is a process's wiring: the database and the domain service.
+type app struct {
+	db  *sqlx.DB
+	svc *approvals.Service
+}
+
+// openApp connects, migrates and wires the domain. close releases it all.
+func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(), error) {
+	kek, err := loadKEK(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, closeDB, err := openDB(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := migrations.Apply(ctx, db.DB, logger); err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	store := approvals.NewStore(db, nil)
+	keys, err := approvals.NewKeyStore(db, kek, nil)
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	if err := keys.Ensure(ctx); err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
+		Issuer: issuer(cfg), KEK: kek, Logger: logger,
+	})
+	return &app{db: db, svc: svc}, closeDB, nil
+}
+
+// issuer is the configured issuer, or in dev mode http://localhost:PORT.
+func issuer(cfg *Config) string {
+	if cfg.Issuer != "" {
+		return cfg.Issuer
+	}
+	port := "8080"
+	if _, p, err := net.SplitHostPort(cfg.Addr); err == nil && p != "" && p != "0" {
+		port = p
+	}
+	return "http://localhost:" + port
+}
+
+// loadKEK returns the configured key-encryption key; in dev mode without one
+// it is generated once into the data directory and kept there.
+func loadKEK(cfg *Config) ([]byte, error) {
+	if cfg.KEK != "" {
+		return decodeKEK(cfg.KEK)
+	}
+	path := filepath.Join(cfg.DataDir, "kek")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return decodeKEK(string(b))
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dev key-encryption key: %w", err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("dev key-encryption key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) { // another process just wrote it
+		return loadKEK(cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dev key-encryption key: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
+		return nil, fmt.Errorf("dev key-encryption key: %w", err)
+	}
+	return key, f.Sync()
+}

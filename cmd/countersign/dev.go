@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/examples/demo"
+	"github.com/countersign/countersign/rar"
+)
+
+// Demo identities that `serve --dev` creates.
+const (
+	demoUserEmail  = "alice@example.com"
+	demoAgentName  = "Demo agent"
+	demoAudience   = "https://api.example.com"
+	demoRSName     = "Demo API"
+	demoDetailsStr = `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"500.00"},"creditorName":"Alice Smith","creditorAccount":{"iban":"DE89370400440532013000"},"remittanceInformation":"Invoice 4711"}]`
+)
+
+// seedDemo loads the demo types and creates the demo user, agent and resource
+// server unless they exist. The agent's and resource server's secrets are
+// rotated on every start, since only their hashes are kept, and printed with
+// a command that makes the agent ask for approval.
+func seedDemo(ctx context.Context, a *app, w io.Writer) error {
+	var types []rar.Type
+	err := fs.WalkDir(demo.Types(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(demo.Types(), path)
+		if err != nil {
+			return err
+		}
+		t, err := rar.ParseTypeFile(b)
+		if err != nil {
+			return fmt.Errorf("demo type %s: %w", path, err)
+		}
+		types = append(types, t)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := a.svc.Types().Apply(ctx, types); err != nil {
+		return fmt.Errorf("demo types: %w", err)
+	}
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = t.Name
+	}
+
+	store := a.svc.Store()
+	if _, err := store.UserByHint(ctx, demoUserEmail); errors.Is(err, approvals.ErrNotFound) {
+		if _, err := store.CreateUser(ctx, approvals.NewUser{Email: demoUserEmail, Name: "Alice (demo)", Groups: []string{"maintainers"}}); err != nil {
+			return fmt.Errorf("demo user: %w", err)
+		}
+	} else if err != nil {
+		return err
+	}
+
+	agentID, agentSecret, err := demoAgent(ctx, store, names)
+	if err != nil {
+		return err
+	}
+	rsID, rsSecret, err := demoResourceServer(ctx, store, names)
+	if err != nil {
+		return err
+	}
+
+	base := a.svc.Issuer()
+	fmt.Fprintf(w, `
+Countersign dev server: %[1]s
+  demo user:            %[2]s
+  demo agent:           client_id %[3]s  client_secret %[4]s
+  demo resource server: client_id %[5]s  client_secret %[6]s  (audience %[7]s)
+
+Ask for approval as the demo agent:
+  curl -s -u '%[3]s:%[4]s' %[1]s/bc-authorize -d scope=openid -d login_hint=%[2]s \
+    --data-urlencode 'binding_message=Invoice 4711' \
+    --data-urlencode 'authorization_details=%[8]s'
+Then poll with the auth_req_id it returns (every "interval" seconds):
+  curl -s -u '%[3]s:%[4]s' %[1]s/token -d grant_type=urn:openid:params:grant-type:ciba -d auth_req_id=AUTH_REQ_ID
+
+`, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr)
+	return nil
+}
+
+func demoAgent(ctx context.Context, store *approvals.Store, types []string) (string, string, error) {
+	agents, err := store.Agents(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	for _, ag := range agents {
+		if ag.Name == demoAgentName {
+			secret, err := store.RotateAgentSecret(ctx, ag.ID)
+			return ag.ID, secret, err
+		}
+	}
+	ag, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: demoAgentName, Domain: "agent.example.com", Types: types,
+		Labels: map[string]string{"env": "dev"}})
+	if err != nil {
+		return "", "", fmt.Errorf("demo agent: %w", err)
+	}
+	return ag.ID, secret, nil
+}
+
+func demoResourceServer(ctx context.Context, store *approvals.Store, types []string) (string, string, error) {
+	list, err := store.ResourceServers(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	for _, rs := range list {
+		if rs.Audience == demoAudience {
+			secret, err := store.RotateResourceServerSecret(ctx, rs.ID)
+			return rs.ID, secret, err
+		}
+	}
+	rs, secret, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: demoRSName, Audience: demoAudience, Types: types})
+	if err != nil {
+		return "", "", fmt.Errorf("demo resource server: %w", err)
+	}
+	return rs.ID, secret, nil
+}
+

@@ -1,0 +1,21 @@
+// Package demo embeds the demo request types (and, later, the demo policy)
+// that `countersign serve --dev` loads, so the dev server needs no files
+// beside its binary.
+package demo
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:embed types/*.yaml
+var files embed.FS
+
+// Types returns the demo type files, one per request type.
+func Types() fs.FS {
+	sub, err := fs.Sub(files, "types")
+	if err != nil {
+		panic(err) // embedded: cannot fail
+	}
+	return sub
+}

@@ -1,0 +1,208 @@
+package web
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/approvals"
+)
+
+// maxFormBytes bounds an OAuth request body; authorization_details alone is
+// limited to 16 KiB (rar.MaxBytes), the rest are short strings.
+const maxFormBytes = 64 << 10
+
+// oauthStatus is the HTTP status of each error code: CIBA §13 (401 for
+// invalid_client, 403 for access_denied, 400 otherwise), RFC 6749 §5.2.
+func oauthStatus(code string) int {
+	switch code {
+	case approvals.CodeInvalidClient:
+		return http.StatusUnauthorized
+	case approvals.CodeAccessDenied:
+		return http.StatusForbidden
+	case approvals.CodeTemporarilyUnavailable:
+		return http.StatusServiceUnavailable
+	case "server_error":
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest
+}
+
+type oauthErrorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+// oauthHandler is an OAuth endpoint: it returns an error instead of writing
+// one, and serveOAuth renders every error the same way.
+type oauthHandler func(w http.ResponseWriter, r *http.Request) error
+
+// serveOAuth adapts an oauthHandler: refusals become OAuth error JSON with
+// the status of their code and Cache-Control: no-store; a database outage is
+// 503 temporarily_unavailable; anything else is logged once and answered
+// 500 server_error without its text.
+func (s *Server) serveOAuth(h oauthHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		var ref *approvals.Refusal
+		switch {
+		case errors.As(err, &ref):
+			if ref.Code == approvals.CodeSlowDown {
+				w.Header().Set("Retry-After", strconv.Itoa(ref.Interval))
+			}
+			if ref.Code == approvals.CodeInvalidClient && r.Header.Get("Authorization") != "" {
+				// RFC 6749 §5.2: answer a failed Basic authentication with its scheme.
+				w.Header().Set("WWW-Authenticate", `Basic realm="countersign"`)
+			}
+			writeJSON(w, oauthStatus(ref.Code), oauthErrorBody{ref.Code, ref.Description})
+		case databaseDown(err):
+			s.logger.WarnContext(r.Context(), "database unavailable", "path", r.URL.Path, "err", err)
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, oauthErrorBody{approvals.CodeTemporarilyUnavailable, "the service is temporarily unavailable; retry later"})
+		default:
+			s.logger.ErrorContext(r.Context(), "internal error", "path", r.URL.Path, "err", err)
+			writeJSON(w, http.StatusInternalServerError, oauthErrorBody{"server_error", "internal error"})
+		}
+	}
+}
+
+// databaseDown reports whether err means PostgreSQL cannot be reached.
+func databaseDown(err error) bool {
+	var netErr net.Error
+	var pqErr *pq.Error
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	case errors.As(err, &netErr):
+		return true
+	case errors.As(err, &pqErr):
+		// Class 08: connection exception; 57P0x: shutdown, cannot connect now.
+		return strings.HasPrefix(string(pqErr.Code), "08") || strings.HasPrefix(string(pqErr.Code), "57P")
+	}
+	return false
+}
+
+func invalidRequest(description string) error {
+	return &approvals.Refusal{Code: approvals.CodeInvalidRequest, Description: description}
+}
+
+// oauthForm is a parsed application/x-www-form-urlencoded POST body.
+type oauthForm url.Values
+
+// parseForm reads the body of an OAuth POST (never the query string) and
+// rejects repeated parameters (RFC 6749 §3.1), except those in repeatable.
+func parseForm(r *http.Request, repeatable ...string) (oauthForm, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBytes+1))
+	if err != nil {
+		return nil, invalidRequest("the body could not be read")
+	}
+	if len(body) > maxFormBytes {
+		return nil, invalidRequest("the body is larger than 64 KiB")
+	}
+	v, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, invalidRequest("the body is not valid form encoding")
+	}
+	for k, vs := range v {
+		if len(vs) > 1 && !contains(repeatable, k) {
+			return nil, invalidRequest("parameter " + k + " is repeated")
+		}
+	}
+	return oauthForm(v), nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// get returns a parameter; an empty value counts as absent (RFC 6749 §3.1).
+func (f oauthForm) get(k string) string { return url.Values(f).Get(k) }
+
+// clientCredentials are what a client presented to authenticate (RFC 6749
+// §2.3.1): Basic, or client_id and client_secret in the body.
+type clientCredentials struct {
+	ID, Secret, Method string
+}
+
+func credentials(r *http.Request, f oauthForm) (clientCredentials, error) {
+	user, pass, basic := r.BasicAuth()
+	bodySecret := f.get("client_secret")
+	switch {
+	case basic && bodySecret != "":
+		return clientCredentials{}, invalidRequest("use one client authentication method, not two")
+	case basic:
+		// RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic.
+		id, err1 := url.QueryUnescape(user)
+		secret, err2 := url.QueryUnescape(pass)
+		if err1 != nil || err2 != nil {
+			return clientCredentials{}, &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "malformed Basic credentials"}
+		}
+		if bid := f.get("client_id"); bid != "" && bid != id {
+			return clientCredentials{}, invalidRequest("client_id in the body differs from the authenticated client")
+		}
+		return clientCredentials{ID: id, Secret: secret, Method: approvals.AuthClientSecretBasic}, nil
+	case bodySecret != "":
+		return clientCredentials{ID: f.get("client_id"), Secret: bodySecret, Method: approvals.AuthClientSecretPost}, nil
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Basic "):
+		return clientCredentials{}, &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "malformed Basic credentials"}
+	}
+	return clientCredentials{}, &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "client authentication is required"}
+}
+
+var errClientAuth = &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "client authentication failed"}
+
+// authenticateAgent authenticates the agent making an OAuth request.
+func (s *Server) authenticateAgent(r *http.Request, f oauthForm) (approvals.Agent, error) {
+	c, err := credentials(r, f)
+	if err != nil {
+		return approvals.Agent{}, err
+	}
+	a, err := s.svc.Store().AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method)
+	if errors.Is(err, approvals.ErrNotAllowed) {
+		return approvals.Agent{}, errClientAuth
+	}
+	return a, err
+}
+
+// authenticateResourceServer authenticates a resource server.
+func (s *Server) authenticateResourceServer(r *http.Request, f oauthForm) (approvals.ResourceServer, error) {
+	c, err := credentials(r, f)
+	if err != nil {
+		return approvals.ResourceServer{}, err
+	}
+	rs, err := s.svc.Store().AuthenticateResourceServer(r.Context(), c.ID, c.Secret)
+	if errors.Is(err, approvals.ErrNotAllowed) {
+		return approvals.ResourceServer{}, errClientAuth
+	}
+	return rs, err
+}
+
+// postOnly answers a wrong method on an OAuth endpoint (RFC 6749 §3.2: POST).
+func (s *Server) postOnly(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeJSON(w, http.StatusMethodNotAllowed, oauthErrorBody{approvals.CodeInvalidRequest, "this endpoint accepts POST only"})
+}

@@ -1,0 +1,128 @@
+package web
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/countersign/countersign/approvals"
+)
+
+type inactiveResponse struct {
+	Active bool   `json:"active"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// activeResponse is an active token's claims with "active": true, as RFC 7662
+// §2.2 and /redeem answer.
+type activeResponse struct {
+	Active    bool   `json:"active"`
+	TokenType string `json:"token_type"`
+	*approvals.AccessTokenClaims
+}
+
+// introspect is RFC 7662 token introspection for resource servers; it never
+// spends a token.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
+	f, err := parseForm(r)
+	if err != nil {
+		return err
+	}
+	rs, err := s.authenticateResourceServer(r, f)
+	if err != nil {
+		return err
+	}
+	tok := f.get("token")
+	if tok == "" {
+		return invalidRequest("token is required")
+	}
+	claims, err := s.svc.Introspect(r.Context(), rs, tok)
+	if err != nil {
+		return err
+	}
+	if claims == nil {
+		writeJSON(w, http.StatusOK, inactiveResponse{})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, activeResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: claims})
+	return nil
+}
+
+// redeem is the once-only check before a resource server executes the
+// transaction a token was issued for.
+func (s *Server) redeem(w http.ResponseWriter, r *http.Request) error {
+	f, err := parseForm(r)
+	if err != nil {
+		return err
+	}
+	rs, err := s.authenticateResourceServer(r, f)
+	if err != nil {
+		return err
+	}
+	tok := f.get("token")
+	if tok == "" {
+		return invalidRequest("token is required")
+	}
+	details, hash := f.get("authorization_details"), f.get("authorization_details_hash")
+	if (details == "") == (hash == "") {
+		return invalidRequest("exactly one of authorization_details and authorization_details_hash is required")
+	}
+	res, err := s.svc.Redeem(r.Context(), rs, tok, []byte(details), hash)
+	if err != nil {
+		return err
+	}
+	if !res.Active {
+		writeJSON(w, http.StatusOK, inactiveResponse{Reason: res.Reason})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, activeResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: res.Claims})
+	return nil
+}
+
+// revoke is RFC 7009 token revocation, for agents and resource servers.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
+	f, err := parseForm(r)
+	if err != nil {
+		return err
+	}
+	tok := f.get("token")
+	c, err := credentials(r, f)
+	if err != nil {
+		return err
+	}
+	var agent *approvals.Agent
+	var rs *approvals.ResourceServer
+	if a, err := s.svc.Store().AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method); err == nil {
+		agent = &a
+	} else if x, err := s.svc.Store().AuthenticateResourceServer(r.Context(), c.ID, c.Secret); err == nil {
+		rs = &x
+	} else {
+		return errClientAuth
+	}
+	if tok == "" {
+		return invalidRequest("token is required")
+	}
+	if err := s.svc.Revoke(r.Context(), agent, rs, tok); err != nil {
+		return err
+	}
+	// RFC 7009 §2.2: 200 whether or not the token was valid.
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// jwks serves the public signing keys, current and previous (RFC 7517).
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
+	ring, err := s.svc.Keys().Keyring(r.Context())
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(ring.JWKS())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	// Short: a rotated-in key must reach verifiers well before it signs much.
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	_, _ = w.Write(b)
+	return nil
+}
