@@ -1,0 +1,221 @@
+package web
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/examples/demo"
+	"github.com/countersign/countersign/internal/pgtest"
+	"github.com/countersign/countersign/rar"
+)
+
+// testKEK is the key-encryption key of test servers.
+var testKEK = []byte("0123456789abcdef0123456789abcdef")
+
+// Test fixtures every handler test can lean on.
+const (
+	testAudience = "https://api.example.com"
+	paymentEUR   = `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"500.00"},"creditorName":"Alice Smith","creditorAccount":{"iban":"DE89370400440532013000"}}]`
+)
+
+// testEnv is a real Countersign HTTP server on a fresh database, with the demo
+// types, one user, one agent (client_secret_basic), one agent using
+// client_secret_post, and one resource server.
+type testEnv struct {
+	t      *testing.T
+	db     *sqlx.DB
+	svc    *approvals.Service
+	srv    *httptest.Server
+	user   approvals.User
+	agent  client // client_secret_basic, all demo types
+	post   client // client_secret_post, payment_initiation only
+	rs     client // resource server for testAudience
+	rsInfo approvals.ResourceServer
+}
+
+// client is a registered client's credentials and how it presents them.
+type client struct {
+	ID, Secret string
+	Basic      bool
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	store := approvals.NewStore(db, nil)
+	keys, err := approvals.NewKeyStore(db, testKEK, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	types := approvals.NewTypeStore(store)
+	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{t: t, db: db}
+	handler := http.NewServeMux()
+	e.srv = httptest.NewServer(handler)
+	t.Cleanup(e.srv.Close)
+	e.svc = approvals.NewService(store, types, keys, approvals.Config{Issuer: e.srv.URL, KEK: testKEK})
+	handler.Handle("/", New(Options{DB: db, Service: e.svc}).Handler())
+
+	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"payment_initiation", "database_operation", "code_merge", "email_send"}
+	a, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Test agent", Domain: "agent.example.com", Types: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agent = client{ID: a.ID, Secret: secret, Basic: true}
+	p, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Post agent", Domain: "post.example.com",
+		Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthClientSecretPost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.post = client{ID: p.ID, Secret: secret}
+	rs, secret, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: testAudience, Types: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rs, e.rsInfo = client{ID: rs.ID, Secret: secret, Basic: true}, rs
+	return e
+}
+
+func demoTypes(t *testing.T) []rar.Type {
+	t.Helper()
+	var out []rar.Type
+	err := fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(demo.Types(), p)
+		if err != nil {
+			return err
+		}
+		ty, err := rar.ParseTypeFile(b)
+		out = append(out, ty)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// response is an HTTP answer with its body read.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into a map.
+func (r response) JSON(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("body is not a JSON object: %v\n%s", err, r.Body)
+	}
+	return m
+}
+
+// postForm POSTs form to path as c (nil: no client authentication).
+func (e *testEnv) postForm(path string, c *client, form url.Values) response {
+	e.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if c != nil && !c.Basic {
+		form.Set("client_id", c.ID)
+		form.Set("client_secret", c.Secret)
+	}
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if c != nil && c.Basic {
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID)+":"+url.QueryEscape(c.Secret))))
+	}
+	return e.do(req)
+}
+
+func (e *testEnv) do(req *http.Request) response {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// authorize makes a backchannel request as c for details and returns the
+// auth_req_id and the request id (from approval_url).
+func (e *testEnv) authorize(c client, details string, extra url.Values) (authReqID, requestID string) {
+	e.t.Helper()
+	form := url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"}, "authorization_details": {details}}
+	for k, v := range extra {
+		form[k] = v
+	}
+	r := e.postForm("/bc-authorize", &c, form)
+	if r.Status != http.StatusOK {
+		e.t.Fatalf("bc-authorize: %d %s", r.Status, r.Body)
+	}
+	m := r.JSON(e.t)
+	u := m["approval_url"].(string)
+	return m["auth_req_id"].(string), u[strings.LastIndex(u, "/")+1:]
+}
+
+// decide records alice's decision through the domain API.
+func (e *testEnv) decide(requestID string, approve bool) {
+	e.t.Helper()
+	if _, err := e.svc.Decide(context.Background(), requestID, approvals.Decision{Approve: approve, By: e.user.ID}); err != nil {
+		e.t.Fatalf("decide: %v", err)
+	}
+}
+
+// poll asks the token endpoint once as c.
+func (e *testEnv) poll(c client, authReqID string) response {
+	e.t.Helper()
+	return e.postForm("/token", &c, url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {authReqID}})
+}
+
+// resetPoll forgets the last poll time, as if the interval had passed.
+func (e *testEnv) resetPoll(requestID string) {
+	e.t.Helper()
+	if _, err := e.db.Exec(`UPDATE requests SET last_polled_at = NULL WHERE id = $1`, requestID); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// token runs the flow to an access token for details.
+func (e *testEnv) token(details string) (accessToken, requestID string) {
+	e.t.Helper()
+	id, reqID := e.authorize(e.agent, details, nil)
+	e.decide(reqID, true)
+	r := e.poll(e.agent, id)
+	if r.Status != http.StatusOK {
+		e.t.Fatalf("token: %d %s", r.Status, r.Body)
+	}
+	return r.JSON(e.t)["access_token"].(string), reqID
+}
