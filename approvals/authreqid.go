@@ -30,7 +30,8 @@ func (h handles) issue(id [16]byte) string {
 }
 
 func (h handles) parse(authReqID string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(authReqID)
+	// Strict: exactly one spelling of each handle is accepted.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(authReqID)
 	if err != nil || len(b) != 16+macLen {
 		return "", ErrBadHandle
 	}

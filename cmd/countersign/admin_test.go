@@ -1,0 +1,123 @@
+package main
+
+import (
+	"errors"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/countersign/countersign/internal/pgtest"
+)
+
+// cli runs the real binary against databaseURL and returns stdout.
+func cli(t *testing.T, databaseURL string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = env("DATABASE_URL="+databaseURL, testKEK)
+	cmd.Dir = "../.."
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("countersign %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// TestTypesApplyIdempotent: applying the demo types twice changes nothing the
+// second time.
+func TestTypesApplyIdempotent(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	first := cli(t, url, "types", "apply", "-f", "examples/demo/types")
+	for _, name := range []string{"payment_initiation", "database_operation", "code_merge", "email_send"} {
+		if !strings.Contains(first, "created   "+name+" (version 1)") {
+			t.Errorf("first apply does not report %s created:\n%s", name, first)
+		}
+	}
+	second := cli(t, url, "types", "apply", "-f", "examples/demo/types")
+	if !strings.Contains(second, "no change") || strings.Contains(second, "created") || strings.Contains(second, "updated") {
+		t.Fatalf("second apply reports a change:\n%s", second)
+	}
+	var changes []struct{ Name, Action string }
+	if err := json.Unmarshal([]byte(cli(t, url, "types", "apply", "-f", "examples/demo/types/code_merge.yaml", "--json")), &changes); err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].Action != "unchanged" {
+		t.Fatalf("third apply: %+v", changes)
+	}
+}
+
+// TestAdminJSON: every create command prints the created object with its
+// one-time secret as one JSON object.
+func TestAdminJSON(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	cli(t, url, "types", "apply", "-f", "examples/demo/types")
+
+	var agent map[string]any
+	out := cli(t, url, "agents", "add", "--name", "Invoice bot", "--domain", "bot.example.com",
+		"--types", "payment_initiation,email_send", "--label", "team=finance", "--json")
+	if err := json.Unmarshal([]byte(out), &agent); err != nil {
+		t.Fatalf("agents add --json: %v\n%s", err, out)
+	}
+	for _, k := range []string{"client_id", "client_secret", "name", "domain", "types", "labels", "token_endpoint_auth_method"} {
+		if _, ok := agent[k]; !ok {
+			t.Errorf("agents add --json lacks %q: %s", k, out)
+		}
+	}
+	if !strings.HasPrefix(agent["client_id"].(string), "agt_") || len(agent["client_secret"].(string)) != 43 {
+		t.Errorf("client_id/secret look wrong: %v / %v", agent["client_id"], agent["client_secret"])
+	}
+	if _, ok := agent["secret_hash"]; ok {
+		t.Error("the secret hash is printed")
+	}
+
+	var user map[string]any
+	if err := json.Unmarshal([]byte(cli(t, url, "users", "add", "--email", "Bob@Example.com", "--role", "admin", "--group", "sre", "--json")), &user); err != nil {
+		t.Fatal(err)
+	}
+	if user["email"] != "bob@example.com" || !strings.HasPrefix(user["id"].(string), "usr_") {
+		t.Errorf("users add --json: %v", user)
+	}
+
+	var rs map[string]any
+	if err := json.Unmarshal([]byte(cli(t, url, "resources", "add", "--name", "Payments", "--audience", "https://pay.example.com", "--json")), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs["audience"] != "https://pay.example.com" || rs["client_secret"] == "" || !strings.HasPrefix(rs["client_id"].(string), "rs_") {
+		t.Errorf("resources add --json: %v", rs)
+	}
+
+	// The secret shown is the one stored (hashed): rotate-secret prints a new one.
+	var rotated map[string]string
+	if err := json.Unmarshal([]byte(cli(t, url, "agents", "rotate-secret", "--client-id", agent["client_id"].(string), "--json")), &rotated); err != nil {
+		t.Fatal(err)
+	}
+	if rotated["client_secret"] == "" || rotated["client_secret"] == agent["client_secret"] {
+		t.Errorf("rotate-secret: %v", rotated)
+	}
+	list := cli(t, url, "agents", "list")
+	if !strings.Contains(list, "Invoice bot") || !strings.Contains(list, "active") {
+		t.Errorf("agents list:\n%s", list)
+	}
+	cli(t, url, "agents", "suspend", "--client-id", agent["client_id"].(string))
+	if list := cli(t, url, "agents", "list"); !strings.Contains(list, "suspended") {
+		t.Errorf("after suspend:\n%s", list)
+	}
+}
+
+// TestAdminRefusesUnknownType: an agent cannot be registered for a type that
+// does not exist; the error is one line and the exit status 2.
+func TestAdminRefusesUnknownType(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	cmd := exec.Command(binary, "agents", "add", "--name", "x", "--domain", "x.example.com", "--types", "wire_transfer")
+	cmd.Env = env("DATABASE_URL="+url, testKEK)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("err = %v, want exit status 2\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `request type "wire_transfer" is not registered`) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("output:\n%s", out)
+	}
+}
