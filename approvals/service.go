@@ -57,7 +57,7 @@ type Service struct {
 // NewService wires the domain.
 func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Service {
 	s := &Service{store: store, types: types, keys: keys, issuer: strings.TrimRight(cfg.Issuer, "/"),
-		handles: handles{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
+		handles:  handles{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
 		interval: int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger}
 	if s.interval <= 0 {
 		s.interval = int(DefaultInterval / time.Second)

@@ -125,4 +125,3 @@ func demoResourceServer(ctx context.Context, store *approvals.Store, types []str
 	}
 	return rs.ID, secret, nil
 }
-
