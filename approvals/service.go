@@ -52,6 +52,8 @@ type Service struct {
 	tokenTTL time.Duration
 	now      func() time.Time
 	logger   *slog.Logger
+
+	clientKeys *clientKeySource
 }
 
 // NewService wires the domain.
@@ -71,6 +73,7 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
+	s.clientKeys = newClientKeySource(s.now)
 	return s
 }
 
