@@ -39,6 +39,8 @@ type Config struct {
 	TokenTTL time.Duration // access token lifetime (default and cap 5 min)
 	Now      func() time.Time
 	Logger   *slog.Logger
+	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
+	LoginHintIssuers []LoginHintIssuer
 }
 
 // Service is the domain API: what the HTTP handlers and the CLI call.
@@ -54,6 +56,7 @@ type Service struct {
 	logger   *slog.Logger
 
 	clientKeys *clientKeySource
+	hints      *hintIssuers
 }
 
 // NewService wires the domain.
@@ -74,6 +77,10 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.clientKeys = newClientKeySource(s.now)
+	s.hints = &hintIssuers{byIssuer: map[string]LoginHintIssuer{}, fetch: newClientKeySource(s.now)}
+	for _, li := range cfg.LoginHintIssuers {
+		s.hints.byIssuer[li.Issuer] = li
+	}
 	return s
 }
 
@@ -98,6 +105,8 @@ type AuthRequest struct {
 	Scope                   string
 	AuthorizationDetails    []byte
 	LoginHint               string
+	IDTokenHint             string
+	LoginHintToken          string
 	BindingMessage          string
 	UserCode                string
 	RequestedExpiry         int // seconds; 0 when absent
@@ -155,7 +164,8 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if err != nil {
 		var fe *rar.FieldError
 		if errors.As(err, &fe) {
-			return Created{}, refuse(CodeInvalidAuthorizationDetails, fe.Error())
+			// The description is for the client: without the Go package prefix.
+			return Created{}, refuse(CodeInvalidAuthorizationDetails, strings.TrimPrefix(fe.Error(), "rar: "))
 		}
 		return Created{}, err
 	}
@@ -164,7 +174,8 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	for i, e := range details.Elements {
 		if !slices.Contains(agent.Types, e.Type) {
 			return Created{}, refuse(CodeInvalidAuthorizationDetails,
-				fmt.Sprintf("authorization_details[%d]: type %q is not allowed for this client", i, e.Type))
+				// RFC 6749 §5.2: no quotes in error_description.
+				fmt.Sprintf("authorization_details[%d]: type %s is not allowed for this client", i, e.Type))
 		}
 		t, _ := reg.Type(e.Type)
 		if lifetime == 0 || t.MaxLifetime < lifetime {
@@ -179,11 +190,12 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if p.RequestedExpiry < 0 {
 		return Created{}, refuse(CodeInvalidRequest, "requested_expiry must be a positive integer")
 	}
-	if p.RequestedExpiry > 0 && time.Duration(p.RequestedExpiry)*time.Second < lifetime {
+	// Compared in seconds: a huge requested_expiry would overflow a Duration.
+	if p.RequestedExpiry > 0 && int64(p.RequestedExpiry) < int64(lifetime/time.Second) {
 		lifetime = time.Duration(p.RequestedExpiry) * time.Second
 	}
 
-	user, err := s.resolveUser(ctx, p)
+	user, err := s.resolveUser(ctx, agent, p)
 	if err != nil {
 		return Created{}, err
 	}
@@ -226,12 +238,30 @@ func checkBindingMessage(m string) error {
 	return nil
 }
 
-// resolveUser finds the user a login_hint names and checks their user_code.
-func (s *Service) resolveUser(ctx context.Context, p AuthRequest) (User, error) {
-	if p.LoginHint == "" {
-		return User{}, refuse(CodeInvalidRequest, "login_hint is required")
+// resolveUser finds the user that exactly one hint names (CIBA §7.1) and
+// checks their user_code.
+func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (User, error) {
+	n := 0
+	for _, h := range []string{p.LoginHint, p.IDTokenHint, p.LoginHintToken} {
+		if h != "" {
+			n++
+		}
 	}
-	u, err := s.store.UserByHint(ctx, p.LoginHint)
+	if n != 1 {
+		return User{}, refuse(CodeInvalidRequest, "exactly one of login_hint, id_token_hint and login_hint_token is required")
+	}
+	hint := p.LoginHint
+	var err error
+	switch {
+	case p.IDTokenHint != "":
+		hint, err = s.userFromIDTokenHint(ctx, agent, p.IDTokenHint)
+	case p.LoginHintToken != "":
+		hint, err = s.userFromLoginHintToken(ctx, p.LoginHintToken)
+	}
+	if err != nil {
+		return User{}, err
+	}
+	u, err := s.store.UserByHint(ctx, hint)
 	if errors.Is(err, ErrNotFound) {
 		return User{}, refuse(CodeUnknownUserID, "no user matches the hint")
 	}
@@ -324,6 +354,20 @@ func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) err
 	id, err := s.requestFor(authReqID)
 	if err != nil {
 		return err
+	}
+	// CIBA §11's rule for the token endpoint holds here too: a request of
+	// another client gets the answer of an unknown one, and says nothing of
+	// its state.
+	cur, err := s.store.Request(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && cur.AgentID != agent.ID:
+		return refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	case err != nil:
+		return err
+	case cur.State == StatePending && !s.now().Before(cur.ExpiresAt):
+		// The store's cancel guard does not look at expires_at; a request
+		// whose time is up is expired, not cancellable.
+		return refuse(CodeExpiredToken, "the request has expired")
 	}
 	err = s.store.Cancel(ctx, id, agent.ID)
 	switch {

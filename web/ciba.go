@@ -41,13 +41,12 @@ func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
 	if hints != 1 {
 		return invalidRequest("exactly one of login_hint, id_token_hint and login_hint_token is required")
 	}
-	if f.get("login_hint") == "" {
-		return invalidRequest("only login_hint is supported")
-	}
 	p := approvals.AuthRequest{
 		Scope:                   f.get("scope"),
 		AuthorizationDetails:    []byte(f.get("authorization_details")),
 		LoginHint:               f.get("login_hint"),
+		IDTokenHint:             f.get("id_token_hint"),
+		LoginHintToken:          f.get("login_hint_token"),
 		BindingMessage:          f.get("binding_message"),
 		UserCode:                f.get("user_code"),
 		ACRValues:               strings.Fields(f.get("acr_values")),

@@ -25,6 +25,7 @@ type metadata struct {
 	SubjectTypesSupported                  []string `json:"subject_types_supported"`
 	IDTokenSigningAlgValuesSupported       []string `json:"id_token_signing_alg_values_supported"`
 	TokenEndpointAuthMethodsSupported      []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs           []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	IntrospectionEndpointAuthMethods       []string `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethods          []string `json:"revocation_endpoint_auth_methods_supported"`
 	ClaimsSupported                        []string `json:"claims_supported"`
@@ -60,7 +61,8 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) error {
 		GrantTypesSupported:                    []string{GrantTypeCIBA},
 		SubjectTypesSupported:                  []string{"public"},
 		IDTokenSigningAlgValuesSupported:       []string{"ES256", "RS256"},
-		TokenEndpointAuthMethodsSupported:      secretMethods,
+		TokenEndpointAuthMethodsSupported:      append(secretMethods, approvals.AuthPrivateKeyJWT),
+		TokenEndpointAuthSigningAlgs:           []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"},
 		IntrospectionEndpointAuthMethods:       secretMethods,
 		RevocationEndpointAuthMethods:          secretMethods,
 		ClaimsSupported:                        []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "email", "at_hash", "urn:openid:params:jwt:claim:auth_req_id"},

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/lib/pq"
 
@@ -22,14 +24,18 @@ import (
 // limited to 16 KiB (rar.MaxBytes), the rest are short strings.
 const maxFormBytes = 64 << 10
 
-// oauthStatus is the HTTP status of each error code: CIBA §13 (401 for
-// invalid_client, 403 for access_denied, 400 otherwise), RFC 6749 §5.2.
-func oauthStatus(code string) int {
+// oauthStatus is the HTTP status of each error code: RFC 6749 §5.2 (400,
+// 401 for invalid_client). CIBA §13 makes access_denied 403 at the
+// backchannel authentication endpoint only; at the token endpoint CIBA §11
+// answers as OpenID Connect Core §3.1.3.4, that is RFC 6749 §5.2's 400.
+func oauthStatus(code string, backchannel bool) int {
 	switch code {
 	case approvals.CodeInvalidClient:
 		return http.StatusUnauthorized
 	case approvals.CodeAccessDenied:
-		return http.StatusForbidden
+		if backchannel {
+			return http.StatusForbidden
+		}
 	case approvals.CodeTemporarilyUnavailable:
 		return http.StatusServiceUnavailable
 	case "server_error":
@@ -63,11 +69,13 @@ func (s *Server) serveOAuth(h oauthHandler) http.HandlerFunc {
 			if ref.Code == approvals.CodeSlowDown {
 				w.Header().Set("Retry-After", strconv.Itoa(ref.Interval))
 			}
-			if ref.Code == approvals.CodeInvalidClient && r.Header.Get("Authorization") != "" {
-				// RFC 6749 §5.2: answer a failed Basic authentication with its scheme.
+			status := oauthStatus(ref.Code, r.URL.Path == "/bc-authorize")
+			if status == http.StatusUnauthorized {
+				// RFC 6749 §5.2: answer a failed Basic authentication with its
+				// scheme; RFC 9110 §15.5.2: every 401 carries a challenge.
 				w.Header().Set("WWW-Authenticate", `Basic realm="countersign"`)
 			}
-			writeJSON(w, oauthStatus(ref.Code), oauthErrorBody{ref.Code, ref.Description})
+			writeJSON(w, status, oauthErrorBody{ref.Code, ref.Description})
 		case databaseDown(err):
 			s.logger.WarnContext(r.Context(), "database unavailable", "path", r.URL.Path, "err", err)
 			w.Header().Set("Retry-After", "5")
@@ -123,11 +131,36 @@ func parseForm(r *http.Request, repeatable ...string) (oauthForm, error) {
 		return nil, invalidRequest("the body is not valid form encoding")
 	}
 	for k, vs := range v {
+		// RFC 6749 Appendix B: names and values are UTF-8. NUL is never part
+		// of a parameter, and PostgreSQL cannot store it.
+		if !validText(k) || slices.ContainsFunc(vs, func(s string) bool { return !validText(s) }) {
+			return nil, invalidRequest("parameters must be UTF-8 text without NUL characters")
+		}
 		if len(vs) > 1 && !contains(repeatable, k) {
+			if !isParamName(k) {
+				return nil, invalidRequest("a parameter is repeated")
+			}
 			return nil, invalidRequest("parameter " + k + " is repeated")
 		}
 	}
 	return oauthForm(v), nil
+}
+
+// validText reports whether s is UTF-8 without NUL.
+func validText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
+// isParamName reports whether a parameter name can be echoed in an
+// error_description (RFC 6749 §5.2 limits its characters).
+func isParamName(k string) bool {
+	if k == "" || len(k) > 64 {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(list []string, s string) bool {
@@ -151,14 +184,21 @@ type clientCredentials struct {
 func credentials(r *http.Request, f oauthForm) (clientCredentials, error) {
 	user, pass, basic := r.BasicAuth()
 	bodySecret := f.get("client_secret")
+	assertion, assertionType := f.get("client_assertion"), f.get("client_assertion_type")
+	methods := 0
+	for _, used := range []bool{basic, bodySecret != "", assertion != "" || assertionType != ""} {
+		if used {
+			methods++
+		}
+	}
 	switch {
-	case basic && bodySecret != "":
-		return clientCredentials{}, invalidRequest("use one client authentication method, not two")
+	case methods > 1:
+		return clientCredentials{}, invalidRequest("use one client authentication method, not several")
 	case basic:
 		// RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic.
 		id, err1 := url.QueryUnescape(user)
 		secret, err2 := url.QueryUnescape(pass)
-		if err1 != nil || err2 != nil {
+		if err1 != nil || err2 != nil || !validText(id) || !validText(secret) {
 			return clientCredentials{}, &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "malformed Basic credentials"}
 		}
 		if bid := f.get("client_id"); bid != "" && bid != id {
@@ -167,6 +207,15 @@ func credentials(r *http.Request, f oauthForm) (clientCredentials, error) {
 		return clientCredentials{ID: id, Secret: secret, Method: approvals.AuthClientSecretBasic}, nil
 	case bodySecret != "":
 		return clientCredentials{ID: f.get("client_id"), Secret: bodySecret, Method: approvals.AuthClientSecretPost}, nil
+	case assertion != "" || assertionType != "":
+		// RFC 7523 §2.2.
+		if assertionType != approvals.ClientAssertionType {
+			return clientCredentials{}, invalidRequest("client_assertion_type must be " + approvals.ClientAssertionType)
+		}
+		if assertion == "" {
+			return clientCredentials{}, invalidRequest("client_assertion is required with client_assertion_type")
+		}
+		return clientCredentials{ID: f.get("client_id"), Secret: assertion, Method: approvals.AuthPrivateKeyJWT}, nil
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Basic "):
 		return clientCredentials{}, &approvals.Refusal{Code: approvals.CodeInvalidClient, Description: "malformed Basic credentials"}
 	}
@@ -181,6 +230,17 @@ func (s *Server) authenticateAgent(r *http.Request, f oauthForm) (approvals.Agen
 	if err != nil {
 		return approvals.Agent{}, err
 	}
+	if c.Method == approvals.AuthPrivateKeyJWT {
+		// RFC 7523 §3: the audience is this server; accept its issuer, the
+		// token endpoint and the endpoint the assertion is presented at.
+		iss := s.svc.Issuer()
+		a, err := s.svc.AuthenticateAssertion(r.Context(), c.ID, c.Secret, []string{iss, iss + "/token", iss + r.URL.Path})
+		if errors.Is(err, approvals.ErrAssertion) {
+			s.logger.InfoContext(r.Context(), "client assertion refused", "err", err)
+			return approvals.Agent{}, errClientAuth
+		}
+		return a, err
+	}
 	a, err := s.svc.Store().AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method)
 	if errors.Is(err, approvals.ErrNotAllowed) {
 		return approvals.Agent{}, errClientAuth
@@ -193,6 +253,9 @@ func (s *Server) authenticateResourceServer(r *http.Request, f oauthForm) (appro
 	c, err := credentials(r, f)
 	if err != nil {
 		return approvals.ResourceServer{}, err
+	}
+	if c.Method == approvals.AuthPrivateKeyJWT {
+		return approvals.ResourceServer{}, errClientAuth
 	}
 	rs, err := s.svc.Store().AuthenticateResourceServer(r.Context(), c.ID, c.Secret)
 	if errors.Is(err, approvals.ErrNotAllowed) {

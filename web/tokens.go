@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"github.com/countersign/countersign/approvals"
@@ -85,18 +86,20 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tok := f.get("token")
-	c, err := credentials(r, f)
-	if err != nil {
-		return err
-	}
 	var agent *approvals.Agent
 	var rs *approvals.ResourceServer
-	if a, err := s.svc.Store().AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method); err == nil {
+	a, err := s.authenticateAgent(r, f)
+	switch {
+	case err == nil:
 		agent = &a
-	} else if x, err := s.svc.Store().AuthenticateResourceServer(r.Context(), c.ID, c.Secret); err == nil {
+	case errors.Is(err, errClientAuth):
+		x, err := s.authenticateResourceServer(r, f)
+		if err != nil {
+			return err
+		}
 		rs = &x
-	} else {
-		return errClientAuth
+	default:
+		return err
 	}
 	if tok == "" {
 		return invalidRequest("token is required")

@@ -16,20 +16,6 @@ import (
 	"github.com/countersign/countersign/rar"
 )
 
-// listFlag is a repeatable or comma-separated flag.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(v string) error {
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*l = append(*l, p)
-		}
-	}
-	return nil
-}
-
 // repeatFlag is a repeatable flag whose values may contain commas.
 type repeatFlag []string
 
@@ -81,7 +67,7 @@ func agentsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	switch sub {
 	case "add":
 		var n approvals.NewAgent
-		var types listFlag
+		var types repeatedFlag
 		var labels repeatFlag
 		var jwksFile string
 		var asJSON bool
@@ -211,7 +197,7 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	switch sub {
 	case "add":
 		var n approvals.NewUser
-		var roles, groups listFlag
+		var roles, groups repeatedFlag
 		var asJSON bool
 		return adminCmd(ctx, "users add", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
 			fs.StringVar(&n.Email, "email", "", "the user's email address (required)")
@@ -296,7 +282,7 @@ func resourcesCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		})
 	}
 	var n approvals.NewResourceServer
-	var types listFlag
+	var types repeatedFlag
 	return adminCmd(ctx, "resources add", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
 		fs.StringVar(&n.Name, "name", "", "the resource server's name (required)")
 		fs.StringVar(&n.Audience, "audience", "", "its audience URI, as tokens name it in aud (required)")

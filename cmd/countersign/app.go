@@ -47,8 +47,13 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		closeDB()
 		return nil, nil, err
 	}
+	var hintIssuers []approvals.LoginHintIssuer
+	for _, li := range cfg.LoginHintIssuers {
+		h, _ := approvals.ParseLoginHintIssuer(li) // checked by Validate
+		hintIssuers = append(hintIssuers, h)
+	}
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
-		Issuer: issuer(cfg), KEK: kek, Logger: logger,
+		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers,
 	})
 	return &app{db: db, svc: svc}, closeDB, nil
 }

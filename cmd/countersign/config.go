@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/countersign/countersign/approvals"
 	"io"
 	"net/url"
 	"os"
@@ -27,6 +28,9 @@ type Config struct {
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+	// LoginHintIssuers are ISSUER=JWKS_URL_OR_FILE pairs trusted to sign
+	// login_hint_token JWTs.
+	LoginHintIssuers []string
 
 	kind cmdKind // which subcommand this configures
 }
@@ -56,6 +60,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.StringVar(&c.Issuer, "issuer", "", "issuer URL, e.g. https://countersign.example.com (dev default: http://localhost:PORT)")
 	}
 	if kind == kindServe {
+		fs.Var((*repeatedFlag)(&c.LoginHintIssuers), "login-hint-issuer", "trust ISSUER=JWKS_URL_OR_FILE to sign login_hint_token JWTs (repeatable; env: comma-separated)")
 		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
 	}
@@ -178,6 +183,11 @@ func (c *Config) Validate() error {
 			return errors.New("--issuer must be an https URL without query or fragment (http only with --dev)")
 		}
 	}
+	for _, li := range c.LoginHintIssuers {
+		if _, err := approvals.ParseLoginHintIssuer(li); err != nil {
+			return fmt.Errorf("--login-hint-issuer %q: want ISSUER=JWKS_URL_OR_FILE", li)
+		}
+	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
 	}
@@ -213,4 +223,19 @@ func decodeKEK(s string) ([]byte, error) {
 		}
 	}
 	return nil, errors.New("the key-encryption key must be 32 bytes in base64 or hex; generate one with: openssl rand -base64 32")
+}
+
+// repeatedFlag is a repeatable flag; from the environment its value is a
+// comma-separated list.
+type repeatedFlag []string
+
+func (r *repeatedFlag) String() string { return strings.Join(*r, ",") }
+
+func (r *repeatedFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*r = append(*r, p)
+		}
+	}
+	return nil
 }
