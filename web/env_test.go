@@ -33,7 +33,7 @@ const (
 // types, one user, one agent (client_secret_basic), one agent using
 // client_secret_post, and one resource server.
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	db     *sqlx.DB
 	svc    *approvals.Service
 	srv    *httptest.Server
@@ -50,7 +50,13 @@ type client struct {
 	Basic      bool
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
+	t.Helper()
+	return newTestEnvWith(t, nil)
+}
+
+// newTestEnvWith is newTestEnv with a hook that adjusts the service's Config.
+func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 	t.Helper()
 	ctx := context.Background()
 	db := pgtest.New(t)
@@ -70,7 +76,11 @@ func newTestEnv(t *testing.T) *testEnv {
 	handler := http.NewServeMux()
 	e.srv = httptest.NewServer(handler)
 	t.Cleanup(e.srv.Close)
-	e.svc = approvals.NewService(store, types, keys, approvals.Config{Issuer: e.srv.URL, KEK: testKEK})
+	cfg := approvals.Config{Issuer: e.srv.URL, KEK: testKEK}
+	if configure != nil {
+		configure(&cfg)
+	}
+	e.svc = approvals.NewService(store, types, keys, cfg)
 	handler.Handle("/", New(Options{DB: db, Service: e.svc}).Handler())
 
 	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
@@ -96,7 +106,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	return e
 }
 
-func demoTypes(t *testing.T) []rar.Type {
+func demoTypes(t testing.TB) []rar.Type {
 	t.Helper()
 	var out []rar.Type
 	err := fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
@@ -125,7 +135,7 @@ type response struct {
 }
 
 // JSON decodes the body into a map.
-func (r response) JSON(t *testing.T) map[string]any {
+func (r response) JSON(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.Body, &m); err != nil {
