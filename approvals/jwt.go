@@ -50,7 +50,7 @@ var acceptedAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.RS256}
 type AccessTokenClaims struct {
 	Issuer   string   `json:"iss"`
 	Subject  string   `json:"sub"` // the user
-	Audience Audience `json:"aud"`
+	Audience Audience `json:"aud"` // a string when there is one audience
 	ClientID string   `json:"client_id"`
 	Act      Actor    `json:"act"` // RFC 8693 §4.1: {"sub": client_id}
 	IssuedAt int64    `json:"iat"`
@@ -191,6 +191,10 @@ func (k *Keyring) JWKS() jose.JSONWebKeySet {
 // whose header carries kid and typ ("at+jwt" for access tokens per RFC 9068
 // §2.1, "JWT" for ID tokens).
 func (k *Keyring) Sign(alg jose.SignatureAlgorithm, typ string, claims any) (string, error) {
+	// RFC 8725 §3.11: every token Countersign issues is explicitly typed.
+	if typ == "" {
+		return "", errors.New("approvals: sign: empty typ")
+	}
 	cur, ok := k.current[alg]
 	if !ok {
 		return "", fmt.Errorf("approvals: no current %s signing key", alg)

@@ -168,7 +168,7 @@ func (s *KeyStore) rotate(ctx context.Context, alg jose.SignatureAlgorithm, k ne
 	if err := tx.Commit(); err != nil {
 		return KeyInfo{}, translate(err)
 	}
-	return info.toInfo(), nil
+	return KeyInfo(info), nil
 }
 
 const listKeysSQL = `
@@ -183,7 +183,7 @@ func (s *KeyStore) List(ctx context.Context) ([]KeyInfo, error) {
 	}
 	out := make([]KeyInfo, len(rows))
 	for i, r := range rows {
-		out[i] = r.toInfo()
+		out[i] = KeyInfo(r)
 	}
 	return out, nil
 }
@@ -278,15 +278,12 @@ type keyRow struct {
 	Status        string `db:"status"`
 }
 
+// keyInfoRow is KeyInfo with the column names.
 type keyInfoRow struct {
 	KID       string    `db:"kid"`
 	Alg       string    `db:"alg"`
 	Status    string    `db:"status"`
 	CreatedAt time.Time `db:"created_at"`
-}
-
-func (r keyInfoRow) toInfo() KeyInfo {
-	return KeyInfo{KID: r.KID, Alg: r.Alg, Status: r.Status, CreatedAt: r.CreatedAt}
 }
 
 // newKeyring opens and checks every row. Any row that fails makes the whole
@@ -323,7 +320,7 @@ func newKeyring(sealKey []byte, rows []keyRow) (*Keyring, error) {
 func openKey(sealKey []byte, r keyRow) (crypto.Signer, error) {
 	plain, err := open(sealKey, r.PrivateSealed, []byte(r.KID))
 	if err != nil {
-		return nil, fmt.Errorf("approvals: signing key %s: %w", r.KID, err)
+		return nil, fmt.Errorf("approvals: signing key %s does not open under the KEK (other KEK, moved or tampered)", r.KID)
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(plain); err != nil {
