@@ -119,15 +119,30 @@ type Decision struct {
 	AMR     []string // how the approver authenticated (RFC 8176)
 }
 
+// decideSQL records the decision and, for an agent that uses ping delivery,
+// enqueues the ping callback in the same statement, so that no crash can
+// separate the two. CIBA §10.2: the OP pings the client "after a successful or
+// failed end-user authentication", so both approval and denial enqueue. The
+// row expires with the request; the worker builds the body ({"auth_req_id"})
+// when it sends, since the auth_req_id is a MAC that is never stored.
 const decideSQL = `
-UPDATE requests
-SET state = $2, decided_at = now(), decided_by = $3, decision_reason = $4, acr = $5, amr = $6
-WHERE id = $1 AND state = ANY($7) AND expires_at > now()
-RETURNING ` + requestColumns
+WITH d AS (
+	UPDATE requests
+	SET state = $2, decided_at = now(), decided_by = $3, decision_reason = $4, acr = $5, amr = $6
+	WHERE id = $1 AND state = ANY($7) AND expires_at > now()
+	RETURNING ` + requestColumns + `
+), ping AS (
+	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
+	SELECT 'ping', d.id, a.notify_url, d.client_notification_token, d.expires_at
+	FROM d JOIN agents a ON a.id = d.agent_id
+	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND d.client_notification_token IS NOT NULL
+)
+SELECT ` + requestColumns + ` FROM d`
 
 // Decide approves or denies a pending request in one guarded statement: a
 // request that was already decided, cancelled or has expired is not changed,
-// and the error says why.
+// and the error says why. The same statement enqueues the agent's ping
+// callback (CIBA ping mode) in the outbox.
 func (s *Store) Decide(ctx context.Context, id string, d Decision) (Request, error) {
 	ev, to := EventDeny, StateDenied
 	if d.Approve {
@@ -140,6 +155,17 @@ func (s *Store) Decide(ctx context.Context, id string, d Decision) (Request, err
 		return r, nil
 	}
 	return Request{}, s.whyNot(ctx, id, ev, err)
+}
+
+// AuthReqID returns the auth_req_id of request requestID: what the ping
+// callback carries (CIBA §10.2). The outbox keeps only the request id, so a
+// copy of the database cannot be turned into auth_req_id values.
+func (s *Service) AuthReqID(requestID string) (string, error) {
+	id, ok := parseUUID(requestID)
+	if !ok {
+		return "", fmt.Errorf("approvals: auth_req_id of %q: %w", requestID, ErrInvalidInput)
+	}
+	return s.handles.issue(id), nil
 }
 
 // whyNot explains why a guarded update of request id for event ev changed no
@@ -231,15 +257,21 @@ func (s *Store) IssueToken(ctx context.Context, id, jti string, issuedAt, expire
 
 const cancelSQL = `
 UPDATE requests SET state = 'cancelled'
-WHERE id = $1 AND agent_id = $2 AND state = ANY($3)
+WHERE id = $1 AND agent_id = $2 AND state = ANY($3) AND expires_at > now()
 RETURNING id`
 
-// Cancel withdraws a pending request on behalf of the agent that made it.
+// Cancel withdraws a live pending request on behalf of the agent that made
+// it. A request of another agent is ErrNotFound, as if it did not exist
+// (CIBA §11: nothing is said of another client's request).
 func (s *Store) Cancel(ctx context.Context, id, agentID string) error {
 	var got string
 	err := s.db.GetContext(ctx, &got, cancelSQL, id, agentID, pq.StringArray(statesSQL(From(EventCancel))))
 	if err == nil {
 		return nil
+	}
+	var owner string
+	if oerr := s.db.GetContext(ctx, &owner, `SELECT agent_id FROM requests WHERE id = $1`, id); oerr != nil || owner != agentID {
+		return fmt.Errorf("approvals: cancel %s: %w", id, ErrNotFound)
 	}
 	return s.whyNot(ctx, id, EventCancel, err)
 }
