@@ -355,20 +355,6 @@ func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) err
 	if err != nil {
 		return err
 	}
-	// CIBA §11's rule for the token endpoint holds here too: a request of
-	// another client gets the answer of an unknown one, and says nothing of
-	// its state.
-	cur, err := s.store.Request(ctx, id)
-	switch {
-	case errors.Is(err, ErrNotFound) || err == nil && cur.AgentID != agent.ID:
-		return refuse(CodeInvalidGrant, "auth_req_id is not valid")
-	case err != nil:
-		return err
-	case cur.State == StatePending && !s.now().Before(cur.ExpiresAt):
-		// The store's cancel guard does not look at expires_at; a request
-		// whose time is up is expired, not cancellable.
-		return refuse(CodeExpiredToken, "the request has expired")
-	}
 	err = s.store.Cancel(ctx, id, agent.ID)
 	switch {
 	case err == nil:
