@@ -67,7 +67,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) error {
 		RevocationEndpointAuthMethods:          secretMethods,
 		ClaimsSupported:                        []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "email", "at_hash", "urn:openid:params:jwt:claim:auth_req_id"},
 		ACRValuesSupported:                     []string{approvals.ACRPolicy, approvals.ACRApproval, approvals.ACRStepUp},
-		BackchannelTokenDeliveryModesSupported: []string{"poll"},
+		BackchannelTokenDeliveryModesSupported: []string{approvals.DeliveryPoll, approvals.DeliveryPing},
 		BackchannelUserCodeParameterSupported:  true,
 		AuthorizationDetailsTypesSupported:     types,
 	}

@@ -94,6 +94,9 @@ func databaseDown(err error) bool {
 	switch {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF),
+		// lib/pq answers io.EOF when the server (or the network) closes the
+		// connection, at start-up or mid-query.
+		errors.Is(err, io.EOF),
 		errors.Is(err, context.DeadlineExceeded):
 		return true
 	case errors.As(err, &netErr):

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/countersign/countersign/notify"
 )
 
 // Config is the whole configuration of a countersign process. Every field is a
@@ -31,6 +33,9 @@ type Config struct {
 	// LoginHintIssuers are ISSUER=JWKS_URL_OR_FILE pairs trusted to sign
 	// login_hint_token JWTs.
 	LoginHintIssuers []string
+	// PingAllow lists networks (CIDRs) that ping callbacks may reach although
+	// they are private, loopback or otherwise not public.
+	PingAllow []string
 
 	kind cmdKind // which subcommand this configures
 }
@@ -63,6 +68,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.Var((*repeatedFlag)(&c.LoginHintIssuers), "login-hint-issuer", "trust ISSUER=JWKS_URL_OR_FILE to sign login_hint_token JWTs (repeatable; env: comma-separated)")
 		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
+		fs.Var((*repeatedFlag)(&c.PingAllow), "ping-allow", "a network (CIDR) that ping callbacks may reach although it is not public, e.g. 10.20.0.0/16; repeatable (env: comma-separated)")
 	}
 	for _, name := range secretFlags {
 		if fs.Lookup(name) != nil {
@@ -187,6 +193,9 @@ func (c *Config) Validate() error {
 		if _, err := approvals.ParseLoginHintIssuer(li); err != nil {
 			return fmt.Errorf("--login-hint-issuer %q: want ISSUER=JWKS_URL_OR_FILE", li)
 		}
+	}
+	if _, err := notify.ParseAllowlist(c.PingAllow); err != nil {
+		return fmt.Errorf("--ping-allow: %s", strings.TrimPrefix(err.Error(), "notify: "))
 	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")

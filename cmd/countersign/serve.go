@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/countersign/countersign/notify"
 	"github.com/countersign/countersign/web"
 )
 
@@ -32,6 +33,19 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
 	go a.svc.Sweep(sweepCtx, 5*time.Second)
+
+	// The outbox worker runs on every replica; on shutdown it finishes the
+	// sends in flight and records them.
+	allow, _ := notify.ParseAllowlist(cfg.PingAllow) // checked by Validate
+	worker, err := notify.NewWorker(notify.Config{DB: a.db, AuthReqID: a.svc.AuthReqID, Logger: logger,
+		Policy: notify.Policy{Allow: allow, DevLoopback: cfg.Dev}})
+	if err != nil {
+		return err
+	}
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	workerDone := make(chan struct{})
+	go func() { defer close(workerDone); worker.Run(workerCtx) }()
+	defer func() { stopWorker(); <-workerDone }()
 
 	srv := &http.Server{
 		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger}).Handler(),

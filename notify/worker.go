@@ -1,0 +1,213 @@
+package notify
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Defaults of a Worker.
+const (
+	DefaultLease        = 30 * time.Second
+	DefaultPollInterval = time.Second
+	DefaultTimeout      = 10 * time.Second
+	DefaultBackoffBase  = time.Second
+	DefaultBackoffCap   = time.Minute
+	DefaultConcurrency  = 8
+)
+
+// Config configures a Worker.
+type Config struct {
+	DB *sqlx.DB
+	// AuthReqID turns a request id into its auth_req_id for the ping body
+	// (approvals.Service.AuthReqID).
+	AuthReqID func(requestID string) (string, error)
+	Policy    Policy
+	Resolver  Resolver       // nil: net.DefaultResolver
+	RootCAs   *x509.CertPool // nil: the system's roots
+	// Lease is how long a claimed row is held before another worker may take
+	// it; a send is cut off at half of it, so two workers never send one row
+	// at the same time.
+	Lease        time.Duration
+	PollInterval time.Duration // how often to look for due rows
+	Timeout      time.Duration // per attempt
+	BackoffBase  time.Duration // the first retry waits up to this long
+	BackoffCap   time.Duration // and no retry longer than this
+	Concurrency  int           // rows sent at once
+	Logger       *slog.Logger
+}
+
+// Worker delivers outbox rows. Every replica runs one.
+type Worker struct {
+	db          *sqlx.DB
+	authReqID   func(string) (string, error)
+	policy      Policy
+	client      *http.Client
+	lease       time.Duration
+	poll        time.Duration
+	timeout     time.Duration
+	base, cap   time.Duration
+	concurrency int
+	logger      *slog.Logger
+	rnd         func(n int64) int64 // [0, n): the jitter
+}
+
+// NewWorker returns a worker; Run starts it.
+func NewWorker(cfg Config) (*Worker, error) {
+	if cfg.DB == nil || cfg.AuthReqID == nil {
+		return nil, errors.New("notify: a worker needs a database and an auth_req_id function")
+	}
+	w := &Worker{db: cfg.DB, authReqID: cfg.AuthReqID, policy: cfg.Policy,
+		lease: orDefault(cfg.Lease, DefaultLease), poll: orDefault(cfg.PollInterval, DefaultPollInterval),
+		timeout: orDefault(cfg.Timeout, DefaultTimeout), base: orDefault(cfg.BackoffBase, DefaultBackoffBase),
+		cap: orDefault(cfg.BackoffCap, DefaultBackoffCap), concurrency: cfg.Concurrency, logger: cfg.Logger,
+		rnd: rand.Int64N}
+	w.lease = leaseOverride(w.lease)
+	if w.concurrency <= 0 {
+		w.concurrency = DefaultConcurrency
+	}
+	if w.logger == nil {
+		w.logger = slog.New(slog.DiscardHandler)
+	}
+	// A send must end well within the lease, or the row could be claimed
+	// again while it is still being sent.
+	w.timeout = min(w.timeout, w.lease/2)
+	var resolver Resolver = net.DefaultResolver
+	if cfg.Resolver != nil {
+		resolver = cfg.Resolver
+	}
+	d := newDialer(cfg.Policy, resolver, w.timeout)
+	w.client = &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil, // a proxy would be dialled instead of the checked address
+			DialContext:            d.DialContext,
+			TLSClientConfig:        &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:    w.timeout,
+			ResponseHeaderTimeout:  w.timeout,
+			MaxResponseHeaderBytes: 64 << 10,
+			// One connection per send: a pooled connection would outlive the
+			// address check it was made under.
+			DisableKeepAlives: true,
+		},
+		// CIBA §10.2: "The OP MUST NOT follow redirects." The 3xx itself is
+		// the answer, and it is not a success.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       w.timeout,
+	}
+	return w, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Run delivers due rows until ctx ends. On the way out it lets the sends in
+// flight finish (each is bounded by the timeout) and records their results.
+func (w *Worker) Run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := w.RunOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.logger.WarnContext(ctx, "outbox pass failed", "err", err)
+		}
+		next := w.poll
+		if n == w.concurrency {
+			next = 0 // there may be more due right now
+		}
+		t.Reset(next)
+	}
+}
+
+// RunOnce drops expired rows, then claims up to Concurrency due rows and sends
+// them. It returns how many it claimed.
+func (w *Worker) RunOnce(ctx context.Context) (int, error) {
+	gone, err := expire(ctx, w.db)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range gone {
+		w.logger.WarnContext(ctx, "outbox row dropped", "id", e.ID, "kind", e.Kind, "request", e.RequestID,
+			"reason", DropExpired, "attempts", e.Attempts, "last_error", e.LastError)
+	}
+	rows, err := claim(ctx, w.db, w.concurrency, w.lease, []string{KindPing})
+	if err != nil {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	for _, r := range rows {
+		wg.Go(func() { w.deliver(ctx, r) })
+	}
+	wg.Wait()
+	return len(rows), nil
+}
+
+// deliver makes one attempt at r and records the outcome.
+func (w *Worker) deliver(ctx context.Context, r row) {
+	if r.Reclaimed {
+		// At-least-once: the worker that held the row before stopped without
+		// a result, maybe after the target had received it.
+		w.logger.WarnContext(ctx, "outbox row claimed again after its lease ran out: possible duplicate delivery",
+			"row", r, "duplicates", r.Duplicates)
+	}
+	if err := beforeSend(ctx, w.logger, r.ID); err != nil {
+		return // stopping: the lease runs out and another claim sends it
+	}
+	var o outcome
+	switch r.Kind {
+	case KindPing:
+		o = w.ping(ctx, r)
+	default:
+		o = outcome{drop: DropInvalid, err: "unknown kind " + r.Kind}
+	}
+	if !o.delivered && o.drop == "" {
+		o.retryIn = backoff(r.Attempts, w.base, w.cap, w.rnd)
+	}
+	// The result is recorded even when ctx has ended: the send happened.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	kept, err := record(rctx, w.db, r, o)
+	attrs := []any{"row", r, "status", o.status}
+	switch {
+	case err != nil:
+		w.logger.ErrorContext(ctx, "outbox result not recorded: the row will be sent again", append(attrs, "err", err)...)
+	case !kept:
+		w.logger.WarnContext(ctx, "outbox lease lost before the result was recorded", attrs...)
+	case o.delivered:
+		w.logger.InfoContext(ctx, "outbox row delivered", attrs...)
+	case o.drop != "":
+		w.logger.WarnContext(ctx, "outbox row dropped", append(attrs, "reason", o.drop, "err", o.err)...)
+	default:
+		w.logger.InfoContext(ctx, "outbox delivery failed; will retry", append(attrs, "retry_in", o.retryIn, "err", o.err)...)
+	}
+}
+
+// backoff is the wait before the retry that follows attempt (1 for the first
+// try): exponential with full jitter, a random time between zero and
+// min(cap, base·2^(attempt-1)), so that endpoints that fail together are not
+// retried together.
+func backoff(attempt int, base, cap time.Duration, rnd func(int64) int64) time.Duration {
+	ceil := base
+	for i := 1; i < attempt && ceil < cap; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, cap)
+	return time.Duration(rnd(int64(ceil) + 1))
+}
