@@ -65,6 +65,10 @@ func newRaceFixture(t *testing.T) raceFixture {
 	if _, err := types.Apply(ctx, defs); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := NewPolicyStore(store).Apply(ctx, "approve.yaml",
+		[]byte("types:\n  payment_initiation: [{id: all, when: \"true\", outcome: approve, reason: Approval needed}]\n")); err != nil {
+		t.Fatal(err)
+	}
 	f := raceFixture{db: db, store: store, svc: NewService(store, types, keys, Config{Issuer: "https://countersign.test", KEK: raceKEK})}
 	if f.user, err = store.CreateUser(ctx, NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)

@@ -39,4 +39,31 @@ func (r *Refusal) Error() string {
 	return "approvals: " + r.Code + ": " + r.Description
 }
 
-func refuse(code, description string) *Refusal { return &Refusal{Code: code, Description: description} }
+func refuse(code, description string) *Refusal {
+	return &Refusal{Code: code, Description: descriptionSafe(description)}
+}
+
+// descriptionSafe keeps an error_description within RFC 6749 §5.2's
+// characters (%x20-21 / %x23-5B / %x5D-7E): others, which an admin's rule
+// reason may hold, become '?' or, for quotes and backslashes, an apostrophe
+// or a slash.
+func descriptionSafe(s string) string {
+	b := []byte(nil)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"':
+			c = '\''
+		case c == '\\':
+			c = '/'
+		case c < 0x20 || c > 0x7e:
+			// Skip the rest of a multi-byte character.
+			for i+1 < len(s) && s[i+1] >= 0x80 && s[i+1] < 0xc0 {
+				i++
+			}
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}

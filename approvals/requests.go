@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/countersign/countersign/policy"
 	"log/slog"
 	"time"
 
@@ -45,6 +46,33 @@ type Request struct {
 	RedeemedAt              *time.Time      `db:"redeemed_at"`
 	RedeemedBy              *string         `db:"redeemed_by"`
 	RevokedAt               *time.Time      `db:"revoked_at"`
+	// What the risk policy decided at request time.
+	Outcome       string     `db:"outcome"` // allow, approve, step_up, quorum or deny
+	PolicyVersion *int       `db:"policy_version"`
+	PolicyRule    string     `db:"policy_rule"`
+	PolicyReason  string     `db:"policy_reason"`
+	Quorum        QuorumJSON `db:"quorum"`
+	Amount        float64    `db:"amount"`
+}
+
+// QuorumJSON is the quorum requirements of a request, stored as jsonb.
+type QuorumJSON []policy.QuorumRequirement
+
+// Value implements driver.Valuer.
+func (q QuorumJSON) Value() (driver.Value, error) {
+	if q == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal(q)
+}
+
+// Scan implements sql.Scanner.
+func (q *QuorumJSON) Scan(src any) error {
+	b, ok := src.([]byte)
+	if !ok {
+		return fmt.Errorf("approvals: quorum: unexpected %T", src)
+	}
+	return json.Unmarshal(b, q)
 }
 
 // LogValue keeps the details and the notification token out of logs.
@@ -77,22 +105,46 @@ func (t *TypeVersions) Scan(src any) error {
 const requestColumns = `id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 	created_at, expires_at, poll_interval, last_polled_at, decided_at, decided_by, decision_reason, acr, amr,
-	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at`
+	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at,
+	outcome, policy_version, policy_rule, policy_reason, quorum, amount`
 
+// insertRequestSQL stores a new request in the state the policy gave it:
+// pending, approved at once by a rule (then, for a ping agent, the ping is
+// enqueued in the same statement), or denied at once (kept for velocity
+// counts and the audit trail).
 const insertRequestSQL = `
-INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
-	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
-	created_at, expires_at, poll_interval)
-VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now(), now() + make_interval(secs => $15), $16)
-RETURNING ` + requestColumns
+WITH r AS (
+	INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+		types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
+		created_at, expires_at, poll_interval,
+		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now(), now() + make_interval(secs => $16), $17,
+		CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $18, $19, $20, $21, $22, $23, $24, $25, $26)
+	RETURNING ` + requestColumns + `
+), ping AS (
+	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
+	SELECT 'ping', r.id, a.notify_url, r.client_notification_token, r.expires_at
+	FROM r JOIN agents a ON a.id = r.agent_id
+	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND r.client_notification_token IS NOT NULL
+)
+SELECT ` + requestColumns + ` FROM r`
 
-// InsertRequest stores a new pending request that expires lifetime from now
-// (the database's clock).
+// InsertRequest stores a new request (state pending, approved or denied, as
+// r.State says; pending when empty) that expires lifetime from now (the
+// database's clock).
 func (s *Store) InsertRequest(ctx context.Context, r Request, lifetime time.Duration) (Request, error) {
+	if r.State == "" {
+		r.State = StatePending
+	}
+	if r.Outcome == "" {
+		r.Outcome = "approve"
+	}
 	var out Request
-	err := s.db.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.Scope, []byte(r.DetailsCanonical),
+	err := s.db.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope, []byte(r.DetailsCanonical),
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
-		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval).StructScan(&out)
+		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
+		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
+		r.Quorum, r.Amount).StructScan(&out)
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
 	}

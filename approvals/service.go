@@ -14,14 +14,15 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/countersign/countersign/policy"
 	"github.com/countersign/countersign/rar"
 )
 
 // ACR values (RFC 9470) that say how a request was approved.
 const (
-	ACRPolicy   = "urn:countersign:acr:policy"
-	ACRApproval = "urn:countersign:acr:approval"
-	ACRStepUp   = "urn:countersign:acr:step-up"
+	ACRPolicy   = policy.ACRPolicy
+	ACRApproval = policy.ACRApproval
+	ACRStepUp   = policy.ACRStepUp
 )
 
 // Defaults of the protocol surface.
@@ -39,6 +40,9 @@ type Config struct {
 	TokenTTL time.Duration // access token lifetime (default and cap 5 min)
 	Now      func() time.Time
 	Logger   *slog.Logger
+	// TimeZone is where request.hour and request.weekday are counted in risk
+	// rules (nil: UTC).
+	TimeZone *time.Location
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer
 }
@@ -55,6 +59,8 @@ type Service struct {
 	now      func() time.Time
 	logger   *slog.Logger
 
+	policies   *PolicyStore
+	tz         *time.Location
 	clientKeys *clientKeySource
 	hints      *hintIssuers
 }
@@ -77,6 +83,11 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.clientKeys = newClientKeySource(s.now)
+	s.policies = NewPolicyStore(store)
+	s.tz = cfg.TimeZone
+	if s.tz == nil {
+		s.tz = time.UTC
+	}
 	s.hints = &hintIssuers{byIssuer: map[string]LoginHintIssuer{}, fetch: newClientKeySource(s.now)}
 	for _, li := range cfg.LoginHintIssuers {
 		s.hints.byIssuer[li.Issuer] = li
@@ -89,6 +100,9 @@ func (s *Service) Store() *Store { return s.store }
 
 // Types returns the service's type store.
 func (s *Service) Types() *TypeStore { return s.types }
+
+// Policies returns the service's policy store.
+func (s *Service) Policies() *PolicyStore { return s.policies }
 
 // Keys returns the service's key store.
 func (s *Service) Keys() *KeyStore { return s.keys }
@@ -215,11 +229,23 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if p.ClientNotificationToken != "" {
 		req.ClientNotificationToken = &p.ClientNotificationToken
 	}
+	for _, e := range details.Elements {
+		req.Amount += elementAmount(e)
+	}
+	if err := s.applyPolicy(ctx, &req, agent, user, p, details); err != nil {
+		return Created{}, err
+	}
 	stored, err := s.store.InsertRequest(ctx, req, lifetime)
 	if err != nil {
 		return Created{}, err
 	}
-	s.logger.InfoContext(ctx, "request received", "request", stored)
+	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,
+		"policy_version", req.PolicyVersion, "rule", stored.PolicyRule)
+	if stored.State == StateDenied {
+		// SPEC §4: deny refuses at request time with the rule's reason; the
+		// request is kept for velocity counts and the audit trail.
+		return Created{}, refuse(CodeAccessDenied, stored.PolicyReason)
+	}
 	return Created{Request: stored, AuthReqID: s.handles.issue(id), ExpiresIn: int(lifetime / time.Second), Interval: s.interval}, nil
 }
 
@@ -380,6 +406,12 @@ func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Req
 	if d.By != r.UserID {
 		return Request{}, fmt.Errorf("%w: only the user the request is for may decide it", ErrNotAllowed)
 	}
+	if d.Approve && (r.Outcome == policy.StepUp.String() || r.Outcome == policy.Quorum.String()) {
+		// A step-up needs a fresh passkey assertion and a quorum several
+		// approvers: neither can be met by a plain approval.
+		return Request{}, fmt.Errorf("%w: a %s request cannot be approved without its %s", ErrNotAllowed, r.Outcome,
+			map[string]string{"step_up": "passkey assertion", "quorum": "quorum of approvers"}[r.Outcome])
+	}
 	if d.ACR == "" {
 		d.ACR = ACRApproval
 	}
@@ -392,4 +424,51 @@ func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Req
 	}
 	s.logger.InfoContext(ctx, "request decided", "request", out, "approve", d.Approve)
 	return out, nil
+}
+
+// applyPolicy evaluates the current risk policy (SPEC §4) for every element
+// of req and records the outcome: allow approves req at once, deny denies it,
+// the others leave it pending with what a human must do.
+func (s *Service) applyPolicy(ctx context.Context, req *Request, agent Agent, user User, p AuthRequest, details *rar.Details) error {
+	set, version, err := s.policies.Current(ctx)
+	if err != nil {
+		return err
+	}
+	if set == nil {
+		// Deny by default: with no published thresholds nothing is allowed.
+		req.State, req.Outcome, req.PolicyReason = StateDenied, policy.Deny.String(), "no risk policy is published"
+		req.DecisionReason = req.PolicyReason
+		return nil
+	}
+	recent, err := s.store.Recent(ctx, agent.ID, user.ID, req.Types)
+	if err != nil {
+		return err
+	}
+	now := s.now().In(s.tz)
+	in := policy.Input{
+		Agent: policy.Agent{ID: agent.ID, Name: agent.Name, Domain: agent.Domain, Labels: agent.Labels},
+		User:  policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups},
+		Request: policy.Request{BindingMessage: p.BindingMessage, ACRValues: p.ACRValues,
+			RequestedExpiry: int64(p.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday())},
+	}
+	decisions := make([]policy.Decision, len(details.Elements))
+	for i, e := range details.Elements {
+		in.Details, in.Recent = e.Value, recent[e.Type]
+		decisions[i] = set.Evaluate(e.Type, in)
+		if err := decisions[i].Err; err != nil {
+			// Fail closed (the strictest outcome was chosen), and say so.
+			s.logger.WarnContext(ctx, "risk rule failed to evaluate", "policy_version", version, "type", e.Type,
+				"rule", decisions[i].RuleID, "err", err)
+		}
+	}
+	need := policy.Combine(decisions, p.ACRValues)
+	req.Outcome, req.PolicyVersion, req.PolicyRule, req.PolicyReason = need.Kind.String(), &version, need.RuleID, need.Reason
+	req.Quorum = need.Quorums
+	switch need.Kind {
+	case policy.Deny:
+		req.State, req.DecisionReason = StateDenied, need.Reason
+	case policy.Allow:
+		req.State, req.ACR, req.AMR = StateApproved, need.ACR(), []string{"policy"}
+	}
+	return nil
 }

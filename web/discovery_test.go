@@ -173,6 +173,9 @@ func TestOAuthDatabaseDown(t *testing.T) {
 	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "approve-all.yaml", []byte(approveAll)); err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	defer srv.Close()

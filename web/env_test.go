@@ -29,6 +29,15 @@ const (
 	paymentEUR   = `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"500.00"},"creditorName":"Alice Smith","creditorAccount":{"iban":"DE89370400440532013000"}}]`
 )
 
+// approveAll is the risk policy of the handler tests: every request waits
+// for the user. Tests of the thresholds themselves publish their own.
+const approveAll = `types:
+  payment_initiation: [{id: all, when: "true", outcome: approve, reason: Approval needed}]
+  database_operation: [{id: all, when: "true", outcome: approve, reason: Approval needed}]
+  code_merge: [{id: all, when: "true", outcome: approve, reason: Approval needed}]
+  email_send: [{id: all, when: "true", outcome: approve, reason: Approval needed}]
+`
+
 // testEnv is a real Countersign HTTP server on a fresh database, with the demo
 // types, one user, one agent (client_secret_basic), one agent using
 // client_secret_post, and one resource server.
@@ -73,6 +82,9 @@ func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 		t.Fatal(err)
 	}
 	e := &testEnv{t: t, db: db}
+	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "approve-all.yaml", []byte(approveAll)); err != nil {
+		t.Fatal(err)
+	}
 	handler := http.NewServeMux()
 	e.srv = httptest.NewServer(handler)
 	t.Cleanup(e.srv.Close)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -120,4 +121,68 @@ func TestAdminRefusesUnknownType(t *testing.T) {
 	if !strings.Contains(string(out), `request type "wire_transfer" is not registered`) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 		t.Fatalf("output:\n%s", out)
 	}
+}
+
+// TestPolicyCLI: apply is idempotent and prints a diff; a bad file names the
+// file, rule and position and publishes nothing; dry-run and history print
+// what they should.
+func TestPolicyCLI(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	cli(t, url, "types", "apply", "-f", "examples/demo/types")
+	first := cli(t, url, "policy", "apply", "-f", "examples/demo/policy.yaml")
+	if !strings.Contains(first, "published version 1") || !strings.Contains(first, "+ payment_initiation: 4 rules") {
+		t.Fatalf("first apply:\n%s", first)
+	}
+	if again := cli(t, url, "policy", "apply", "-f", "examples/demo/policy.yaml"); !strings.Contains(again, "no change: version 1 is live") {
+		t.Fatalf("second apply:\n%s", again)
+	}
+
+	dir := t.TempDir()
+	bad := dir + "/bad.yaml"
+	writeFile(t, bad, "types:\n  payment_initiation:\n    - id: typo\n      when: amount(details.instructedAmount) >> 5\n      outcome: allow\n      reason: x\n")
+	cmd := exec.Command(binary, "policy", "apply", "-f", bad)
+	cmd.Env = env("DATABASE_URL="+url, testKEK)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bad.yaml:4:") || !strings.Contains(string(out), "typo") ||
+		!strings.Contains(string(out), "nothing was published") {
+		t.Fatalf("bad policy: err %v\n%s", err, out)
+	}
+
+	changed := dir + "/policy.yaml"
+	src := strings.Replace(string(readFile(t, "../../examples/demo/policy.yaml")), "> 10000", "> 5000", 1)
+	writeFile(t, changed, src)
+	diff := cli(t, url, "policy", "apply", "-f", changed)
+	if !strings.Contains(diff, "published version 2") || !strings.Contains(diff, "~ payment_initiation/large_payment") {
+		t.Fatalf("changed apply:\n%s", diff)
+	}
+
+	details := dir + "/sample.json"
+	writeFile(t, details, `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"7500.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}},
+	{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"50.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`)
+	dry := cli(t, url, "policy", "dry-run", "-f", changed, "--details", details)
+	for _, want := range []string{"step_up  large_payment", "allow    small_eur_payment", "request", "Payments over 10,000 need a passkey"} {
+		if !strings.Contains(dry, want) {
+			t.Errorf("dry-run lacks %q:\n%s", want, dry)
+		}
+	}
+	hist := cli(t, url, "policy", "history")
+	if !strings.Contains(hist, "2 (live)") || !strings.Contains(hist, "\n1 ") {
+		t.Fatalf("history:\n%s", hist)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

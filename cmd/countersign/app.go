@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -52,8 +53,13 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		h, _ := approvals.ParseLoginHintIssuer(li) // checked by Validate
 		hintIssuers = append(hintIssuers, h)
 	}
+	tz, err := time.LoadLocation(cfg.TimeZone)
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
-		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers,
+		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
 	})
 	return &app{db: db, svc: svc}, closeDB, nil
 }

@@ -33,6 +33,8 @@ type Config struct {
 	// LoginHintIssuers are ISSUER=JWKS_URL_OR_FILE pairs trusted to sign
 	// login_hint_token JWTs.
 	LoginHintIssuers []string
+	// TimeZone is where risk rules count request.hour and request.weekday.
+	TimeZone string
 	// PingAllow lists networks (CIDRs) that ping callbacks may reach although
 	// they are private, loopback or otherwise not public.
 	PingAllow []string
@@ -61,6 +63,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if kind >= kindAdmin {
+		fs.StringVar(&c.TimeZone, "time-zone", "UTC", "IANA time zone in which risk rules see request.hour and request.weekday")
 		fs.StringVar(&c.KEK, "kek", "", "key-encryption key for signing keys: 32 bytes, base64 or hex (dev: generated into --data-dir)")
 		fs.StringVar(&c.Issuer, "issuer", "", "issuer URL, e.g. https://countersign.example.com (dev default: http://localhost:PORT)")
 	}
@@ -187,6 +190,11 @@ func (c *Config) Validate() error {
 		u, err := url.Parse(c.Issuer)
 		if err != nil || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return errors.New("--issuer must be an https URL without query or fragment (http only with --dev)")
+		}
+	}
+	if c.kind >= kindAdmin {
+		if _, err := time.LoadLocation(c.TimeZone); err != nil {
+			return fmt.Errorf("--time-zone %q is not an IANA time zone", c.TimeZone)
 		}
 	}
 	for _, li := range c.LoginHintIssuers {

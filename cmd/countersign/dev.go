@@ -48,6 +48,14 @@ func seedDemo(ctx context.Context, a *app, w io.Writer) error {
 	if _, err := a.svc.Types().Apply(ctx, types); err != nil {
 		return fmt.Errorf("demo types: %w", err)
 	}
+	// The demo thresholds, unless an admin has published their own.
+	if _, v, err := a.svc.Policies().Current(ctx); err != nil {
+		return err
+	} else if v == 0 {
+		if _, err := a.svc.Policies().Apply(ctx, "examples/demo/policy.yaml", demo.Policy()); err != nil {
+			return fmt.Errorf("demo policy: %w", err)
+		}
+	}
 	names := make([]string, len(types))
 	for i, t := range types {
 		names[i] = t.Name

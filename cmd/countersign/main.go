@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	_ "time/tzdata" // --time-zone works on machines without a zoneinfo database
 )
 
 // version is set at link time (-ldflags "-X main.version=…").
@@ -40,6 +41,7 @@ Administration (each takes the database flags of migrate, and --json):
   countersign users list | suspend | resume --user ID_OR_EMAIL
   countersign resources add --name N --audience URL [--types t1,t2] | list
   countersign types apply -f FILE|DIR
+  countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] | history
   countersign keys rotate | list
 
 Run 'countersign COMMAND --help' for a command's flags.
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = resourcesCmd(ctx, rest, stdout, stderr, getenv)
 	case "types":
 		err = typesCmd(ctx, rest, stdout, stderr, getenv)
+	case "policy":
+		err = policyCmd(ctx, rest, stdout, stderr, getenv)
 	case "keys":
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":

@@ -113,6 +113,9 @@ func TestPingSurvivesCrash(t *testing.T) {
 	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "policy.yaml", demo.Policy()); err != nil {
+		t.Fatal(err)
+	}
 	user, err := store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"})
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +142,7 @@ func TestPingSurvivesCrash(t *testing.T) {
 	base := "http://" + addr
 
 	form := url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"}, "client_notification_token": {"notify-me-4c1e"},
-		"authorization_details": {`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"12.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`}}
+		"authorization_details": {`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"500.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`}}
 	status, body := postForm(t, base+"/bc-authorize", agent.ID, secret, form)
 	if status != http.StatusOK {
 		t.Fatalf("bc-authorize: %d %v", status, body)

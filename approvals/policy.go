@@ -1,0 +1,391 @@
+package approvals
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/policy"
+	"github.com/countersign/countersign/rar"
+)
+
+// PolicyVersion is one published rule set.
+type PolicyVersion struct {
+	Version   int       `db:"version" json:"version"`
+	FileName  string    `db:"file_name" json:"file_name"`
+	Digest    string    `db:"digest" json:"digest"`
+	CreatedAt time.Time `db:"created_at" json:"created_at"`
+	Source    string    `db:"source" json:"-"`
+}
+
+// PolicyStore keeps the published rule sets and hands out the compiled set of
+// the current version, compiled once per version.
+type PolicyStore struct {
+	store *Store
+
+	mu       sync.Mutex
+	cached   *policy.Set
+	cachedAt int // its version
+}
+
+// NewPolicyStore returns a PolicyStore on s.
+func NewPolicyStore(s *Store) *PolicyStore { return &PolicyStore{store: s} }
+
+// PolicyChange reports what applying a rule set did.
+type PolicyChange struct {
+	Version int      `json:"version"`
+	Changed bool     `json:"changed"`
+	Diff    []string `json:"diff"` // one line per type or rule added, removed or changed
+}
+
+const currentPolicySQL = `SELECT version, file_name, digest, created_at, source FROM policy_versions ORDER BY version DESC LIMIT 1`
+
+const insertPolicySQL = `
+INSERT INTO policy_versions (version, source, file_name, digest)
+SELECT coalesce(max(version), 0) + 1, $1, $2, $3 FROM policy_versions
+RETURNING version`
+
+// Apply publishes source (a policy file named name) as a new version unless
+// it is the current one already. The file is parsed and every rule compiled
+// first: a file with any error publishes nothing and the old version stays
+// live.
+func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (PolicyChange, error) {
+	f, err := policy.ParseFile(name, source)
+	if err != nil {
+		return PolicyChange{}, err
+	}
+	if _, err := policy.Compile(f); err != nil {
+		return PolicyChange{}, err
+	}
+	sum := sha256.Sum256(source)
+	digest := hex.EncodeToString(sum[:])
+
+	tx, err := ps.store.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	defer tx.Rollback()
+	// One publisher at a time: versions are numbered without gaps.
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE policy_versions IN EXCLUSIVE MODE`); err != nil {
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	var cur PolicyVersion
+	var old *policy.File
+	switch err := tx.GetContext(ctx, &cur, currentPolicySQL); {
+	case err == nil:
+		if cur.Digest == digest {
+			return PolicyChange{Version: cur.Version}, nil
+		}
+		if old, err = policy.ParseFile(cur.FileName, []byte(cur.Source)); err != nil {
+			old = nil // an old version that no longer parses: diff against nothing
+		}
+	case errors.Is(translate(err), ErrNotFound):
+	default:
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	var version int
+	if err := tx.GetContext(ctx, &version, insertPolicySQL, string(source), name, digest); err != nil {
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", translate(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	return PolicyChange{Version: version, Changed: true, Diff: diffPolicies(old, f)}, nil
+}
+
+// diffPolicies describes, type by type and rule by rule, how b differs from a.
+func diffPolicies(a, b *policy.File) []string {
+	if a == nil {
+		a = &policy.File{}
+	}
+	var out []string
+	types := map[string]bool{}
+	for t := range a.Types {
+		types[t] = true
+	}
+	for t := range b.Types {
+		types[t] = true
+	}
+	names := make([]string, 0, len(types))
+	for t := range types {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	for _, t := range names {
+		ra, rb := a.Types[t], b.Types[t]
+		switch {
+		case ra == nil:
+			out = append(out, fmt.Sprintf("+ %s: %d rules", t, len(rb)))
+			continue
+		case rb == nil:
+			out = append(out, fmt.Sprintf("- %s: all %d rules removed", t, len(ra)))
+			continue
+		}
+		idsA, idsB := ruleIDs(ra), ruleIDs(rb)
+		for i, r := range rb {
+			j := slices.Index(idsA, r.ID)
+			switch {
+			case j < 0:
+				out = append(out, fmt.Sprintf("+ %s/%s (rule %d): when %s → %s", t, r.ID, i+1, r.When, r.Outcome))
+			case ra[j].When != r.When || ra[j].Outcome != r.Outcome || ra[j].Reason != r.Reason:
+				out = append(out, fmt.Sprintf("~ %s/%s: when %s → %s (was: when %s → %s)", t, r.ID, r.When, r.Outcome, ra[j].When, ra[j].Outcome))
+			case j != i:
+				out = append(out, fmt.Sprintf("~ %s/%s: moved from rule %d to %d", t, r.ID, j+1, i+1))
+			}
+		}
+		for _, r := range ra {
+			if !slices.Contains(idsB, r.ID) {
+				out = append(out, fmt.Sprintf("- %s/%s", t, r.ID))
+			}
+		}
+	}
+	return out
+}
+
+func ruleIDs(rules []policy.Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.ID
+	}
+	return out
+}
+
+// Current returns the compiled set of the newest version and its number; with
+// nothing published it returns (nil, 0, nil).
+func (ps *PolicyStore) Current(ctx context.Context) (*policy.Set, int, error) {
+	var v int
+	if err := ps.store.db.GetContext(ctx, &v, `SELECT coalesce(max(version), 0) FROM policy_versions`); err != nil {
+		return nil, 0, fmt.Errorf("approvals: policy: %w", err)
+	}
+	if v == 0 {
+		return nil, 0, nil
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.cached != nil && ps.cachedAt == v {
+		return ps.cached, v, nil
+	}
+	pv, err := ps.Version(ctx, v)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := policy.ParseFile(pv.FileName, []byte(pv.Source))
+	if err != nil {
+		return nil, 0, fmt.Errorf("approvals: published policy v%d: %w", v, err)
+	}
+	set, err := policy.Compile(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("approvals: published policy v%d: %w", v, err)
+	}
+	ps.cached, ps.cachedAt = set, v
+	return set, v, nil
+}
+
+// Version returns one published version.
+func (ps *PolicyStore) Version(ctx context.Context, v int) (PolicyVersion, error) {
+	var pv PolicyVersion
+	err := ps.store.db.GetContext(ctx, &pv, `SELECT version, file_name, digest, created_at, source FROM policy_versions WHERE version = $1`, v)
+	if err != nil {
+		return PolicyVersion{}, fmt.Errorf("approvals: policy v%d: %w", v, translate(err))
+	}
+	return pv, nil
+}
+
+// History lists every published version, newest first.
+func (ps *PolicyStore) History(ctx context.Context) ([]PolicyVersion, error) {
+	var out []PolicyVersion
+	err := ps.store.db.SelectContext(ctx, &out, `SELECT version, file_name, digest, created_at, '' AS source FROM policy_versions ORDER BY version DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: policy history: %w", err)
+	}
+	return out, nil
+}
+
+// recentSQL computes the velocity counters of one subject (an agent or a
+// user) for the given types over the last hour and day, per class: allowed
+// (by a rule), approved (by humans), denied, pending, and all requests.
+const recentSQL = `
+SELECT t AS type,
+	count(*) FILTER (WHERE hour) AS "hour_total.n", coalesce(sum(amount) FILTER (WHERE hour), 0) AS "hour_total.sum",
+	count(*) FILTER (WHERE hour AND allowed) AS "hour_allowed.n", coalesce(sum(amount) FILTER (WHERE hour AND allowed), 0) AS "hour_allowed.sum",
+	count(*) FILTER (WHERE hour AND approved) AS "hour_approved.n", coalesce(sum(amount) FILTER (WHERE hour AND approved), 0) AS "hour_approved.sum",
+	count(*) FILTER (WHERE hour AND denied) AS "hour_denied.n", coalesce(sum(amount) FILTER (WHERE hour AND denied), 0) AS "hour_denied.sum",
+	count(*) FILTER (WHERE hour AND pending) AS "hour_pending.n", coalesce(sum(amount) FILTER (WHERE hour AND pending), 0) AS "hour_pending.sum",
+	count(*) AS "day_total.n", coalesce(sum(amount), 0) AS "day_total.sum",
+	count(*) FILTER (WHERE allowed) AS "day_allowed.n", coalesce(sum(amount) FILTER (WHERE allowed), 0) AS "day_allowed.sum",
+	count(*) FILTER (WHERE approved) AS "day_approved.n", coalesce(sum(amount) FILTER (WHERE approved), 0) AS "day_approved.sum",
+	count(*) FILTER (WHERE denied) AS "day_denied.n", coalesce(sum(amount) FILTER (WHERE denied), 0) AS "day_denied.sum",
+	count(*) FILTER (WHERE pending) AS "day_pending.n", coalesce(sum(amount) FILTER (WHERE pending), 0) AS "day_pending.sum"
+FROM (
+	SELECT unnest(types) AS t, amount,
+		created_at > now() - interval '1 hour' AS hour,
+		outcome = 'allow' AND state NOT IN ('denied', 'pending') AS allowed,
+		outcome <> 'allow' AND state IN ('approved', 'token_issued', 'redeemed', 'revoked') AS approved,
+		state = 'denied' AS denied,
+		state = 'pending' AS pending
+	FROM requests
+	WHERE %s = $1 AND created_at > now() - interval '1 day' AND types && $2
+) r
+WHERE t = ANY($2)
+GROUP BY t`
+
+var (
+	recentAgentSQL = fmt.Sprintf(recentSQL, "agent_id")
+	recentUserSQL  = fmt.Sprintf(recentSQL, "user_id")
+)
+
+// tally is one count and sum of the velocity query.
+type tally struct {
+	N   int64   `db:"n"`
+	Sum float64 `db:"sum"`
+}
+
+func (t tally) policy() policy.Tally { return policy.Tally{Count: t.N, Sum: t.Sum} }
+
+type recentRow struct {
+	Type         string `db:"type"`
+	HourTotal    tally  `db:"hour_total"`
+	HourAllowed  tally  `db:"hour_allowed"`
+	HourApproved tally  `db:"hour_approved"`
+	HourDenied   tally  `db:"hour_denied"`
+	HourPending  tally  `db:"hour_pending"`
+	DayTotal     tally  `db:"day_total"`
+	DayAllowed   tally  `db:"day_allowed"`
+	DayApproved  tally  `db:"day_approved"`
+	DayDenied    tally  `db:"day_denied"`
+	DayPending   tally  `db:"day_pending"`
+}
+
+func (r recentRow) windows() policy.Windows {
+	return policy.Windows{
+		Hour: policy.Counts{Total: r.HourTotal.policy(), Allowed: r.HourAllowed.policy(), Approved: r.HourApproved.policy(),
+			Denied: r.HourDenied.policy(), Pending: r.HourPending.policy()},
+		Day: policy.Counts{Total: r.DayTotal.policy(), Allowed: r.DayAllowed.policy(), Approved: r.DayApproved.policy(),
+			Denied: r.DayDenied.policy(), Pending: r.DayPending.policy()},
+	}
+}
+
+// Recent returns, per type, the velocity of agentID's and userID's requests
+// over the last hour and day (policy.Recent): requests that include an
+// element of the type, counted once each, with the sum of their amounts.
+func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
+	out := make(map[string]policy.Recent, len(types))
+	for _, t := range types {
+		out[t] = policy.Recent{}
+	}
+	for _, q := range []struct {
+		sql   string
+		id    string
+		agent bool
+	}{{recentAgentSQL, agentID, true}, {recentUserSQL, userID, false}} {
+		var rows []recentRow
+		if err := s.db.SelectContext(ctx, &rows, q.sql, q.id, pq.StringArray(types)); err != nil {
+			return nil, fmt.Errorf("approvals: recent: %w", err)
+		}
+		for _, r := range rows {
+			rec := out[r.Type]
+			if q.agent {
+				rec.Agent = r.windows()
+			} else {
+				rec.User = r.windows()
+			}
+			out[r.Type] = rec
+		}
+	}
+	return out, nil
+}
+
+// elementAmount is the element's instructedAmount in major units, or 0.
+func elementAmount(e rar.Element) float64 {
+	ia, ok := e.Value["instructedAmount"].(map[string]any)
+	if !ok {
+		return 0
+	}
+	var s string
+	switch v := ia["amount"].(type) {
+	case string:
+		s = v
+	case fmt.Stringer:
+		s = v.String()
+	default:
+		return 0
+	}
+	var f float64
+	if _, err := fmt.Sscan(strings.TrimSpace(s), &f); err != nil {
+		return 0
+	}
+	return f
+}
+
+// DryRun is what a rule set would decide for a request, without storing
+// anything.
+type DryRun struct {
+	Elements    []policy.Decision
+	Requirement policy.Requirement
+}
+
+// DryRun evaluates the rule set in source (not published) against details as
+// if agentID (optional) asked on behalf of userHint (optional), with their
+// real velocity counts when given.
+func (s *Service) DryRun(ctx context.Context, name string, source, details []byte, agentID, userHint string, acrValues []string) (DryRun, error) {
+	f, err := policy.ParseFile(name, source)
+	if err != nil {
+		return DryRun{}, err
+	}
+	set, err := policy.Compile(f)
+	if err != nil {
+		return DryRun{}, err
+	}
+	reg, _, err := s.types.Registry(ctx)
+	if err != nil {
+		return DryRun{}, err
+	}
+	d, err := reg.Parse(details)
+	if err != nil {
+		return DryRun{}, err
+	}
+	var in policy.Input
+	var agent Agent
+	var user User
+	if agentID != "" {
+		if agent, err = s.store.Agent(ctx, agentID); err != nil {
+			return DryRun{}, err
+		}
+		in.Agent = policy.Agent{ID: agent.ID, Name: agent.Name, Domain: agent.Domain, Labels: agent.Labels}
+	}
+	if userHint != "" {
+		if user, err = s.store.UserByHint(ctx, userHint); err != nil {
+			return DryRun{}, err
+		}
+		in.User = policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups}
+	}
+	var types []string
+	for _, e := range d.Elements {
+		if !slices.Contains(types, e.Type) {
+			types = append(types, e.Type)
+		}
+	}
+	recent := map[string]policy.Recent{}
+	if agentID != "" || userHint != "" {
+		if recent, err = s.store.Recent(ctx, agent.ID, user.ID, types); err != nil {
+			return DryRun{}, err
+		}
+	}
+	now := s.now().In(s.tz)
+	in.Request = policy.Request{ACRValues: acrValues, Hour: int64(now.Hour()), Weekday: int64(now.Weekday())}
+	out := DryRun{Elements: make([]policy.Decision, len(d.Elements))}
+	for i, e := range d.Elements {
+		in.Details, in.Recent = e.Value, recent[e.Type]
+		out.Elements[i] = set.Evaluate(e.Type, in)
+	}
+	out.Requirement = policy.Combine(out.Elements, acrValues)
+	return out, nil
+}

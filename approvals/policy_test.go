@@ -1,0 +1,187 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/countersign/countersign/examples/demo"
+)
+
+func payment(amount, currency string) []byte {
+	return []byte(fmt.Sprintf(`[{"type":"payment_initiation","instructedAmount":{"currency":%q,"amount":%q},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`, currency, amount))
+}
+
+func (f raceFixture) ask(t *testing.T, agent Agent, details []byte, acr ...string) (Created, error) {
+	t.Helper()
+	return f.svc.Authorize(context.Background(), agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+		AuthorizationDetails: details, ACRValues: acr})
+}
+
+func (f raceFixture) applyDemoPolicy(t *testing.T) int {
+	t.Helper()
+	ch, err := f.svc.Policies().Apply(context.Background(), "policy.yaml", demo.Policy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch.Version
+}
+
+// TestPolicyOutcomes runs the demo policy's payment rules through
+// Authorize: allow approves at once (acr policy), approve and step_up wait,
+// acr_values raise, and the decision names its version, rule and reason.
+func TestPolicyOutcomes(t *testing.T) {
+	f := newRaceFixture(t)
+	v := f.applyDemoPolicy(t)
+	tests := []struct {
+		name    string
+		details []byte
+		acr     []string
+		state   State
+		outcome string
+		rule    string
+	}{
+		{"small EUR payment is allowed", payment("80.00", "EUR"), nil, StateApproved, "allow", "small_eur_payment"},
+		{"small USD payment needs approval", payment("80.00", "USD"), nil, StatePending, "approve", "payment"},
+		{"large payment needs a step-up", payment("10000.01", "EUR"), nil, StatePending, "step_up", "large_payment"},
+		{"acr_values raise allow to step-up", payment("80.00", "EUR"), []string{ACRStepUp}, StatePending, "step_up", ""},
+		{"acr_values raise allow to approval", payment("80.00", "EUR"), []string{ACRApproval}, StatePending, "approve", ""},
+		{"acr_values never lower", payment("20000", "EUR"), []string{ACRPolicy}, StatePending, "step_up", "large_payment"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := f.ask(t, f.agent, tc.details, tc.acr...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := c.Request
+			if r.State != tc.state || r.Outcome != tc.outcome || r.PolicyRule != tc.rule {
+				t.Fatalf("state %s outcome %s rule %q; want %s %s %q", r.State, r.Outcome, r.PolicyRule, tc.state, tc.outcome, tc.rule)
+			}
+			if r.PolicyVersion == nil || *r.PolicyVersion != v || r.PolicyReason == "" {
+				t.Fatalf("decision does not name version %d and a reason: %v %q", v, r.PolicyVersion, r.PolicyReason)
+			}
+			if tc.state == StateApproved && (r.ACR != ACRPolicy || len(r.AMR) != 1 || r.AMR[0] != "policy" || r.DecidedAt == nil) {
+				t.Fatalf("auto-approval: acr %q amr %v decided_at %v", r.ACR, r.AMR, r.DecidedAt)
+			}
+		})
+	}
+
+	t.Run("deny refuses with the rule's reason and is kept", func(t *testing.T) {
+		ag, _, err := f.store.CreateAgent(context.Background(), NewAgent{Name: "DB bot", Domain: "db.example.com", Types: []string{"database_operation"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.ask(t, ag, []byte(`[{"type":"database_operation","locations":["https://db.example.com"],"operation":"DROP","database":"prod_main","table":"users","estimated_rows":10,"statement_sha256":"`+strings.Repeat("ab", 32)+`"}]`))
+		var ref *Refusal
+		if !errors.As(err, &ref) || ref.Code != CodeAccessDenied || ref.Description != "Destructive operations on production are not allowed" {
+			t.Fatalf("err = %v, want access_denied with the rule's reason", err)
+		}
+		var n int
+		if err := f.db.Get(&n, `SELECT count(*) FROM requests WHERE agent_id = $1 AND state = 'denied' AND policy_rule = 'destructive_on_production'`, ag.ID); err != nil || n != 1 {
+			t.Fatalf("denied request kept %d times (err %v), want 1", n, err)
+		}
+	})
+
+	t.Run("no plain approval of a step-up", func(t *testing.T) {
+		c, err := f.ask(t, f.agent, payment("50000", "EUR"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.Decide(context.Background(), c.Request.ID, Decision{Approve: true, By: f.user.ID}); !errors.Is(err, ErrNotAllowed) {
+			t.Fatalf("plain approval of a step_up request: %v, want ErrNotAllowed", err)
+		}
+		if _, err := f.svc.Decide(context.Background(), c.Request.ID, Decision{Approve: false, By: f.user.ID}); err != nil {
+			t.Fatalf("denying a step_up request: %v", err)
+		}
+	})
+}
+
+// TestPolicyVelocity: ten auto-allowed small payments by one agent, then the
+// eleventh needs approval; another agent is unaffected.
+func TestPolicyVelocity(t *testing.T) {
+	f := newRaceFixture(t)
+	f.applyDemoPolicy(t)
+	for i := range 10 {
+		c, err := f.ask(t, f.agent, payment("10.00", "EUR"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Request.Outcome != "allow" {
+			t.Fatalf("payment %d: outcome %s, want allow", i+1, c.Request.Outcome)
+		}
+	}
+	c, err := f.ask(t, f.agent, payment("10.00", "EUR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Request.Outcome != "approve" || c.Request.PolicyRule != "payment_velocity" {
+		t.Fatalf("11th payment: %s by %q, want approve by payment_velocity", c.Request.Outcome, c.Request.PolicyRule)
+	}
+	other, _, err := f.store.CreateAgent(context.Background(), NewAgent{Name: "Other", Domain: "other.example.com", Types: []string{"payment_initiation"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := f.ask(t, other, payment("10.00", "EUR")); err != nil || c.Request.Outcome != "allow" {
+		t.Fatalf("another agent's first payment: %v %v, want allow", c.Request.Outcome, err)
+	}
+
+	rec, err := f.store.Recent(context.Background(), f.agent.ID, f.user.ID, []string{"payment_initiation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rec["payment_initiation"]
+	if r.Agent.Hour.Total.Count != 11 || r.Agent.Hour.Allowed.Count != 10 || r.Agent.Hour.Pending.Count != 1 || r.Agent.Day.Total.Sum != 110 {
+		t.Fatalf("agent velocity %+v", r.Agent)
+	}
+	if r.User.Hour.Total.Count != 12 {
+		t.Fatalf("user velocity counts %d requests, want 12 (both agents)", r.User.Hour.Total.Count)
+	}
+}
+
+// TestPolicyVersions: a decision made under v1 still names v1 after v2 is
+// published; apply is idempotent; a bad file publishes nothing.
+func TestPolicyVersions(t *testing.T) {
+	f := newRaceFixture(t) // publishes v1: every payment needs approval
+	ctx := context.Background()
+	c1, err := f.ask(t, f.agent, payment("10.00", "EUR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := f.applyDemoPolicy(t)
+	if again, err := f.svc.Policies().Apply(ctx, "policy.yaml", demo.Policy()); err != nil || again.Changed || again.Version != v2 {
+		t.Fatalf("re-applying the same file: %+v %v, want no change", again, err)
+	}
+	c2, err := f.ask(t, f.agent, payment("10.00", "EUR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := f.store.Request(ctx, c1.Request.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *r1.PolicyVersion != 1 || r1.PolicyRule != "all" || *c2.Request.PolicyVersion != v2 || c2.Request.PolicyRule != "small_eur_payment" {
+		t.Fatalf("v1 decision names v%d/%s; v2 decision names v%d/%s", *r1.PolicyVersion, r1.PolicyRule, *c2.Request.PolicyVersion, c2.Request.PolicyRule)
+	}
+
+	bad := []struct{ name, src, want string }{
+		{"bad CEL", "types:\n  payment_initiation:\n    - id: broken\n      when: amount(details.instructedAmount) >\n      outcome: allow\n      reason: x\n", "broken"},
+		{"non-bool", "types:\n  payment_initiation:\n    - id: number\n      when: 1 + 1\n      outcome: allow\n      reason: x\n", "number"},
+		{"bad YAML", "types:\n  payment_initiation: [\n", "bad.yaml"},
+	}
+	for _, b := range bad {
+		_, err := f.svc.Policies().Apply(ctx, "bad.yaml", []byte(b.src))
+		if err == nil || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%s: err = %v, want one naming the file and %q", b.name, err, b.want)
+		}
+	}
+	if _, v, err := f.svc.Policies().Current(ctx); err != nil || v != v2 {
+		t.Fatalf("after bad files the live version is %d (err %v), want %d", v, err, v2)
+	}
+	hist, err := f.svc.Policies().History(ctx)
+	if err != nil || len(hist) != 2 || hist[0].Version != v2 {
+		t.Fatalf("history %+v %v", hist, err)
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/countersign/countersign/policy"
+)
+
+func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return errUsage{fmt.Errorf("policy: want apply, dry-run or history")}
+	}
+	sub, args := args[0], args[1:]
+	var file, detailsFile, clientID, user string
+	var acr repeatedFlag
+	var asJSON bool
+	switch sub {
+	case "apply":
+		return adminCmd(ctx, "policy apply", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
+			fs.StringVar(&file, "f", "", "the policy file (YAML) to publish (required)")
+			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+		}, func(ctx context.Context, a *app) error {
+			src, err := readPolicyFile(file)
+			if err != nil {
+				return err
+			}
+			ch, err := a.svc.Policies().Apply(ctx, file, src)
+			if err != nil {
+				return errUsage{fmt.Errorf("%w\nnothing was published; the live version is unchanged", err)}
+			}
+			if asJSON {
+				return printJSON(stdout, ch)
+			}
+			if !ch.Changed {
+				fmt.Fprintf(stdout, "no change: version %d is live\n", ch.Version)
+				return nil
+			}
+			fmt.Fprintf(stdout, "published version %d\n", ch.Version)
+			for _, line := range ch.Diff {
+				fmt.Fprintln(stdout, "  "+line)
+			}
+			return nil
+		})
+	case "dry-run":
+		return adminCmd(ctx, "policy dry-run", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
+			fs.StringVar(&file, "f", "", "the policy file (YAML) to try (required)")
+			fs.StringVar(&detailsFile, "details", "", "a file with the authorization_details JSON array (required)")
+			fs.StringVar(&clientID, "client-id", "", "evaluate as this agent, with its real velocity")
+			fs.StringVar(&user, "user", "", "evaluate for this user (id or email), with their real velocity")
+			fs.Var(&acr, "acr-values", "acr_values the agent sends (repeatable)")
+			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+		}, func(ctx context.Context, a *app) error {
+			src, err := readPolicyFile(file)
+			if err != nil {
+				return err
+			}
+			if detailsFile == "" {
+				return errUsage{fmt.Errorf("policy dry-run: --details FILE is required")}
+			}
+			details, err := os.ReadFile(detailsFile)
+			if err != nil {
+				return errUsage{fmt.Errorf("--details: %v", unwrapPathError(err))}
+			}
+			res, err := a.svc.DryRun(ctx, file, src, details, clientID, user, acr)
+			if err != nil {
+				return errUsage{err}
+			}
+			if asJSON {
+				return printJSON(stdout, res)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ELEMENT\tTYPE\tOUTCOME\tRULE\tREASON")
+			for i, d := range res.Elements {
+				rule := d.RuleID
+				if rule == "" {
+					rule = "-"
+				}
+				reason := d.Reason
+				if d.Err != nil {
+					reason += " (evaluation failed: " + d.Err.Error() + ")"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, d.Type, d.Outcome, rule, reason)
+			}
+			r := res.Requirement
+			fmt.Fprintf(tw, "request\t\t%s\t%s\t%s\n", describeRequirement(r.Kind.String(), r.StepUp, r.Quorums), orDash(r.RuleID), r.Reason)
+			return tw.Flush()
+		})
+	case "history":
+		return adminCmd(ctx, "policy history", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		}, func(ctx context.Context, a *app) error {
+			hist, err := a.svc.Policies().History(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(stdout, hist)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tPUBLISHED\tFILE\tSHA-256")
+			for i, v := range hist {
+				live := ""
+				if i == 0 {
+					live = " (live)"
+				}
+				fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\n", v.Version, live, v.CreatedAt.Format("2006-01-02 15:04:05Z07:00"), v.FileName, v.Digest[:16])
+			}
+			return tw.Flush()
+		})
+	}
+	return errUsage{fmt.Errorf("policy: unknown subcommand %q (want apply, dry-run or history)", sub)}
+}
+
+func readPolicyFile(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errUsage{fmt.Errorf("-f FILE is required")}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, errUsage{fmt.Errorf("-f: %v", unwrapPathError(err))}
+	}
+	return b, nil
+}
+
+func describeRequirement(kind string, stepUp bool, quorums []policy.QuorumRequirement) string {
+	var b strings.Builder
+	b.WriteString(kind)
+	if stepUp && kind != "step_up" {
+		b.WriteString(" + step-up")
+	}
+	for _, q := range quorums {
+		fmt.Fprintf(&b, " (%d of %s)", q.N, q.Group)
+	}
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
