@@ -1,11 +1,13 @@
 package approvals
 
 import (
+	"context"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -16,6 +18,9 @@ import (
 type Store struct {
 	db  *sqlx.DB
 	now func() time.Time
+
+	mu    sync.Mutex
+	stmts map[string]*sqlx.Stmt
 }
 
 // NewStore returns a Store on db. now is the clock (nil: time.Now); the
@@ -25,6 +30,26 @@ func NewStore(db *sqlx.DB, now func() time.Time) *Store {
 		now = time.Now
 	}
 	return &Store{db: db, now: now}
+}
+
+// prepared returns query prepared once for the pool: the hot statements skip
+// a parse-and-plan round trip on every call (PostgreSQL switches a prepared
+// statement to a cached generic plan once it pays off).
+func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := s.db.PreparexContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sqlx.Stmt{}
+	}
+	s.stmts[query] = st
+	return st, nil
 }
 
 // DB returns the underlying pool.
