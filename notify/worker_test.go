@@ -142,7 +142,13 @@ func TestPingRetry(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		rc := newReceiver(t, true, func(n int, _ http.ResponseWriter, r *http.Request) int {
 			if n == 1 {
-				<-r.Context().Done() // never answers; the worker gives up
+				// Answers only long after the worker gave up, and then not
+				// with success.
+				select {
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second):
+				}
+				return http.StatusServiceUnavailable
 			}
 			return 204
 		})

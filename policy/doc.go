@@ -115,7 +115,7 @@
 //	  measure: count     int: requests with at least one element of this type,
 //	                     each counted once however many such elements it has
 //	           sum       double: the sum of amount(details.instructedAmount) over
-//	                     those requests' elements of this type, in major units,
+//	                     those requests' elements (of any type), in major units,
 //	                     whatever the currency; elements without instructedAmount
 //	                     add 0
 //
