@@ -140,18 +140,21 @@ func TestPingRetry(t *testing.T) {
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
-		rc := newReceiver(t, true, func(n int, _ http.ResponseWriter, r *http.Request) int {
+		stop := make(chan struct{})
+		rc := newReceiver(t, true, func(n int, _ http.ResponseWriter, _ *http.Request) int {
 			if n == 1 {
-				// Answers only long after the worker gave up, and then not
+				// Answers only after the worker gave up (the request's
+				// context is not a reliable signal of that), and then not
 				// with success.
 				select {
-				case <-r.Context().Done():
+				case <-stop:
 				case <-time.After(10 * time.Second):
 				}
 				return http.StatusServiceUnavailable
 			}
 			return 204
 		})
+		defer close(stop)
 		id := f.decided(f.agent(rc.srv.URL+"/cb"), "tok")
 		w := f.worker(Policy{Allow: loopback}, rc.roots(), func(c *Config) { c.Timeout = 300 * time.Millisecond })
 		f.runOnce(w)
