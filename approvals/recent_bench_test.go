@@ -8,11 +8,19 @@ import (
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
-// BenchmarkRecent measures the velocity queries (agent and user) that every
-// request pays for,
-// on a history of one million requests, 100,000 of them by the measured
-// agent, spread over the last 90 days (so about 1,100 of the agent's fall in
-// the last day): the covering indexes keep it to the window, not the history.
+const backfill = `
+INSERT INTO request_velocity (subject, type, bucket, class, n, amount)
+SELECT s.subject, t, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), count(*), sum(r.amount)
+FROM requests r
+CROSS JOIN LATERAL (SELECT DISTINCT x FROM unnest(r.types) x) u(t)
+CROSS JOIN LATERAL (VALUES ('agent:' || r.agent_id), ('user:' || r.user_id)) s(subject)
+GROUP BY 1, 2, 3, 4`
+
+// BenchmarkRecent measures the velocity query (agent and user) that every
+// request pays for, on a history of one million requests, 100,000 of them by
+// the measured agent, spread over the last 90 days (about 1,100 of the
+// agent's in the last day): hourly counters and index-only scans of the
+// window's edges keep it independent of the history.
 func BenchmarkRecent(b *testing.B) {
 	ctx := context.Background()
 	db := pgtest.New(b)
@@ -32,10 +40,15 @@ SELECT gen_random_uuid(), 'agt_' || (i % 10), 'usr_' || (i % 100),
 	(ARRAY['allow','approve','step_up'])[1 + i % 3], (i % 500)::double precision
 FROM generate_series(1, 1000000) i`
 	start := time.Now()
-	if _, err := db.ExecContext(ctx, seed); err != nil {
-		b.Fatal(err)
+	// Seed with the counter trigger off, then build the counters in one pass,
+	// as the migration does for requests made before it.
+	for _, q := range []string{`ALTER TABLE requests DISABLE TRIGGER requests_velocity`, seed, backfill,
+		`ALTER TABLE requests ENABLE TRIGGER requests_velocity`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			b.Fatal(err)
+		}
 	}
-	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE requests`); err != nil { // as autovacuum would: index-only scans need the visibility map
+	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE requests, request_velocity`); err != nil { // as autovacuum would: index-only scans need the visibility map
 		b.Fatal(err)
 	}
 	b.Logf("seeded 1,000,000 requests in %s", time.Since(start).Round(time.Millisecond))

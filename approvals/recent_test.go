@@ -1,0 +1,145 @@
+package approvals
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/internal/pgtest"
+	"github.com/countersign/countersign/policy"
+)
+
+// TestRecentMatchesHistory: the velocity counts (hourly counters kept by a
+// trigger plus exact counts at the window edges) equal a brute-force count
+// over the requests themselves, for a random history of 30 hours with random
+// state changes, two agents, two users and two types.
+func TestRecentMatchesHistory(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	store := NewStore(db, nil)
+	const setup = `
+INSERT INTO agents (id, name, domain, types, delivery_mode, auth_method, secret_hash)
+VALUES ('agt_a', 'a', 'a.example.com', '{t1,t2}', 'poll', 'client_secret_basic', '\x00'),
+       ('agt_b', 'b', 'b.example.com', '{t1,t2}', 'poll', 'client_secret_basic', '\x00');
+INSERT INTO users (id, email) VALUES ('usr_a', 'a@example.com'), ('usr_b', 'b@example.com')`
+	if _, err := db.ExecContext(ctx, setup); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	states := []string{"pending", "approved", "denied", "expired", "cancelled", "token_issued", "redeemed", "revoked"}
+	outcomes := []string{"allow", "approve", "step_up", "quorum"}
+	typeSets := [][]string{{"t1"}, {"t2"}, {"t1", "t2"}}
+	var ids []string
+	for range 400 {
+		var id string
+		age := time.Duration(rng.Int64N(int64(30 * time.Hour)))
+		err := db.GetContext(ctx, &id, `
+INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+	types, type_versions, audience, created_at, expires_at, poll_interval, outcome, amount)
+VALUES (gen_random_uuid(), $1, $2, 'pending', 'openid', '[]', '[]', 'h', $3, '{}', '{x}',
+	now() - make_interval(secs => $4), now() - make_interval(secs => $4) + interval '10 minutes', 5, $5, $6)
+RETURNING id`, []string{"agt_a", "agt_b"}[rng.IntN(2)], []string{"usr_a", "usr_b"}[rng.IntN(2)],
+			pq.StringArray(typeSets[rng.IntN(3)]), age.Seconds(), outcomes[rng.IntN(4)], float64(rng.IntN(1000)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// Random state changes, some of them repeated (no change of class).
+	for range 600 {
+		if _, err := db.ExecContext(ctx, `UPDATE requests SET state = $2 WHERE id = $1`, ids[rng.IntN(len(ids))], states[rng.IntN(len(states))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	types := []string{"t1", "t2"}
+	for _, who := range [][2]string{{"agt_a", "usr_a"}, {"agt_a", "usr_b"}, {"agt_b", "usr_b"}} {
+		got, err := store.Recent(ctx, who[0], who[1], types)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bruteRecent(t, store, who[0], who[1], types)
+		for _, ty := range types {
+			if !sameRecent(got[ty], want[ty]) {
+				t.Errorf("%v %s:\n got  %+v\n want %+v", who, ty, got[ty], want[ty])
+			}
+		}
+		if want["t1"].Agent.Day.Total.Count == 0 || want["t1"].Agent.Hour.Total.Count == 0 {
+			t.Fatalf("the random history left %v's windows empty: %+v", who, want["t1"])
+		}
+	}
+}
+
+// bruteRecent counts straight from the requests table.
+func bruteRecent(t *testing.T, s *Store, agentID, userID string, types []string) map[string]policy.Recent {
+	t.Helper()
+	var rows []struct {
+		AgentID string         `db:"agent_id"`
+		UserID  string         `db:"user_id"`
+		Types   pq.StringArray `db:"types"`
+		State   string         `db:"state"`
+		Outcome string         `db:"outcome"`
+		Amount  float64        `db:"amount"`
+		Hour    bool           `db:"hour"`
+	}
+	err := s.db.Select(&rows, `SELECT agent_id, user_id, types, state, outcome, amount, created_at > now() - interval '1 hour' AS hour
+		FROM requests WHERE created_at > now() - interval '1 day'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]policy.Recent{}
+	for _, ty := range types {
+		var rec policy.Recent
+		for _, r := range rows {
+			has := false
+			for _, x := range r.Types {
+				has = has || x == ty
+			}
+			if !has {
+				continue
+			}
+			class := 0
+			switch {
+			case r.State == "pending":
+				class = recentPending
+			case r.State == "denied":
+				class = recentDenied
+			case r.Outcome == "allow":
+				class = recentAllowed
+			case r.State == "approved" || r.State == "token_issued" || r.State == "redeemed" || r.State == "revoked":
+				class = recentApproved
+			}
+			row := recentRow{Class: class, N: 1, Sum: r.Amount}
+			for _, w := range []struct {
+				match bool
+				win   *policy.Windows
+			}{{r.AgentID == agentID, &rec.Agent}, {r.UserID == userID, &rec.User}} {
+				if !w.match {
+					continue
+				}
+				row.add(&w.win.Day)
+				if r.Hour {
+					row.add(&w.win.Hour)
+				}
+			}
+		}
+		out[ty] = rec
+	}
+	return out
+}
+
+func sameRecent(a, b policy.Recent) bool {
+	near := func(x, y float64) bool { d := x - y; return d < 1e-6 && d > -1e-6 }
+	same := func(x, y policy.Counts) bool {
+		for _, p := range [][2]policy.Tally{{x.Total, y.Total}, {x.Allowed, y.Allowed}, {x.Approved, y.Approved}, {x.Denied, y.Denied}, {x.Pending, y.Pending}} {
+			if p[0].Count != p[1].Count || !near(p[0].Sum, p[1].Sum) {
+				return false
+			}
+		}
+		return true
+	}
+	return same(a.Agent.Hour, b.Agent.Hour) && same(a.Agent.Day, b.Agent.Day) && same(a.User.Hour, b.User.Hour) && same(a.User.Day, b.User.Day)
+}
