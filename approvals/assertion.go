@@ -258,14 +258,17 @@ func (c *clientKeySource) fetch(ctx context.Context, a Agent, kid string, refres
 	return set, nil
 }
 
-func newClientKeySource(now func() time.Time) *clientKeySource {
-	return &clientKeySource{
-		client: &http.Client{
+func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySource {
+	if client == nil {
+		client = &http.Client{
 			Timeout: 5 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},
-		},
+		}
+	}
+	return &clientKeySource{
+		client: client,
 		now:        now,
 		minRefetch: 10 * time.Second,
 		cache:      map[string]cachedJWKS{},

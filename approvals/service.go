@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -43,6 +44,11 @@ type Config struct {
 	// TimeZone is where request.hour and request.weekday are counted in risk
 	// rules (nil: UTC).
 	TimeZone *time.Location
+	// HTTPClient fetches the JWKS URLs of private_key_jwt agents and
+	// login_hint_token issuers. Those URLs are chosen outside this server, so
+	// production passes a client that refuses internal addresses
+	// (notify.Policy.Client); nil is a plain client without redirects.
+	HTTPClient *http.Client
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer
 }
@@ -82,13 +88,13 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
-	s.clientKeys = newClientKeySource(s.now)
+	s.clientKeys = newClientKeySource(cfg.HTTPClient, s.now)
 	s.policies = NewPolicyStore(store)
 	s.tz = cfg.TimeZone
 	if s.tz == nil {
 		s.tz = time.UTC
 	}
-	s.hints = &hintIssuers{byIssuer: map[string]LoginHintIssuer{}, fetch: newClientKeySource(s.now)}
+	s.hints = &hintIssuers{byIssuer: map[string]LoginHintIssuer{}, fetch: newClientKeySource(cfg.HTTPClient, s.now)}
 	for _, li := range cfg.LoginHintIssuers {
 		s.hints.byIssuer[li.Issuer] = li
 	}

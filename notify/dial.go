@@ -2,9 +2,12 @@ package notify
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -200,4 +203,51 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 		errs = append(errs, err)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// Client returns an HTTP client for requests to URLs that clients chose (ping
+// callbacks, JWKS URLs). Every request must pass the policy: https only
+// (plain http to loopback in dev mode), and connections only to addresses the
+// policy allows, checked on the resolved address at connect time. It never
+// follows a redirect (the 3xx is returned), uses no proxy, and keeps no
+// connection open, since a pooled connection would outlive its check. A nil
+// resolver means net.DefaultResolver; nil rootCAs, the system's roots.
+func (p Policy) Client(timeout time.Duration, resolver Resolver, rootCAs *x509.CertPool) *http.Client {
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	d := newDialer(p, resolver, timeout)
+	return &http.Client{
+		Transport: guarded{policy: p, next: &http.Transport{
+			Proxy:                  nil, // a proxy would be dialled instead of the checked address
+			DialContext:            d.DialContext,
+			TLSClientConfig:        &tls.Config{RootCAs: rootCAs, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:    timeout,
+			ResponseHeaderTimeout:  timeout,
+			MaxResponseHeaderBytes: 64 << 10,
+			DisableKeepAlives:      true,
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       timeout,
+	}
+}
+
+// guarded checks each request's URL against the policy before it is sent.
+type guarded struct {
+	policy Policy
+	next   http.RoundTripper
+}
+
+func (g guarded) RoundTrip(r *http.Request) (*http.Response, error) {
+	_, loopbackOnly, err := g.policy.checkURL(r.URL.String())
+	if err != nil {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, err
+	}
+	if loopbackOnly {
+		r = r.WithContext(context.WithValue(r.Context(), loopbackOnlyKey{}, true))
+	}
+	return g.next.RoundTrip(r)
 }

@@ -2,12 +2,10 @@ package notify
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -81,28 +79,9 @@ func NewWorker(cfg Config) (*Worker, error) {
 	// A send must end well within the lease, or the row could be claimed
 	// again while it is still being sent.
 	w.timeout = min(w.timeout, w.lease/2)
-	var resolver Resolver = net.DefaultResolver
-	if cfg.Resolver != nil {
-		resolver = cfg.Resolver
-	}
-	d := newDialer(cfg.Policy, resolver, w.timeout)
-	w.client = &http.Client{
-		Transport: &http.Transport{
-			Proxy:                  nil, // a proxy would be dialled instead of the checked address
-			DialContext:            d.DialContext,
-			TLSClientConfig:        &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout:    w.timeout,
-			ResponseHeaderTimeout:  w.timeout,
-			MaxResponseHeaderBytes: 64 << 10,
-			// One connection per send: a pooled connection would outlive the
-			// address check it was made under.
-			DisableKeepAlives: true,
-		},
-		// CIBA §10.2: "The OP MUST NOT follow redirects." The 3xx itself is
-		// the answer, and it is not a success.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       w.timeout,
-	}
+	// CIBA §10.2: "The OP MUST NOT follow redirects." The client returns the
+	// 3xx itself, which is not a success.
+	w.client = cfg.Policy.Client(w.timeout, cfg.Resolver, cfg.RootCAs)
 	return w, nil
 }
 

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/notify"
 )
 
 const hintIssuer = "https://idp.example.com"
@@ -217,4 +220,45 @@ func randomID() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return url.QueryEscape(string(b))
+}
+
+// TestJWKSURLNoSSRF: a private_key_jwt agent whose jwks_uri points at an
+// internal address cannot make the server fetch it: with the production
+// client (notify.Policy.Client) the fetch is refused before any connection,
+// and the agent is refused as invalid_client.
+func TestJWKSURLNoSSRF(t *testing.T) {
+	var fetched atomic.Int32
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Add(1)
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer internal.Close()
+	e := newTestEnvWith(t, func(c *approvals.Config) {
+		c.HTTPClient = notify.Policy{}.Client(2*time.Second, nil, nil)
+	})
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, jwksURL := range []string{internal.URL + "/jwks", "https://" + internal.Listener.Addr().String() + "/jwks", "https://169.254.169.254/jwks"} {
+		a, _, err := e.svc.Store().CreateAgent(context.Background(), approvals.NewAgent{Name: "SSRF agent", Domain: "ssrf.example.com",
+			Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthPrivateKeyJWT, JWKSURL: jwksURL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k"))
+		assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: a.ID, Subject: a.ID, Audience: jwt.Audience{e.srv.URL},
+			Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute)), ID: randomID()}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := e.postForm("/bc-authorize", nil, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
+			"authorization_details": {paymentEUR}, "client_assertion_type": {approvals.ClientAssertionType}, "client_assertion": {assertion}})
+		if r.Status != http.StatusUnauthorized || r.JSON(t)["error"] != "invalid_client" {
+			t.Fatalf("%s: %d %s", jwksURL, r.Status, r.Body)
+		}
+	}
+	if n := fetched.Load(); n != 0 {
+		t.Fatalf("the internal JWKS server was fetched %d times", n)
+	}
 }

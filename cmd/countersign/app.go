@@ -16,6 +16,7 @@ import (
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/migrations"
+	"github.com/countersign/countersign/notify"
 )
 
 // app is a process's wiring: the database and the domain service.
@@ -60,8 +61,17 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 	}
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
+		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil),
 	})
 	return &app{db: db, svc: svc}, closeDB, nil
+}
+
+// outboundPolicy says where requests to URLs that clients chose (ping
+// callbacks, JWKS URLs) may go: https to public addresses, plus the
+// --ping-allow ranges, plus loopback http in dev mode.
+func outboundPolicy(cfg *Config) notify.Policy {
+	allow, _ := notify.ParseAllowlist(cfg.PingAllow) // checked by Validate
+	return notify.Policy{Allow: allow, DevLoopback: cfg.Dev}
 }
 
 // issuer is the configured issuer, or in dev mode http://localhost:PORT.

@@ -36,9 +36,8 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 
 	// The outbox worker runs on every replica; on shutdown it finishes the
 	// sends in flight and records them.
-	allow, _ := notify.ParseAllowlist(cfg.PingAllow) // checked by Validate
 	worker, err := notify.NewWorker(notify.Config{DB: a.db, AuthReqID: a.svc.AuthReqID, Logger: logger,
-		Policy: notify.Policy{Allow: allow, DevLoopback: cfg.Dev}})
+		Policy: outboundPolicy(cfg)})
 	if err != nil {
 		return err
 	}
