@@ -185,3 +185,49 @@ func TestPolicyVersions(t *testing.T) {
 		t.Fatalf("history %+v %v", hist, err)
 	}
 }
+
+// TestNotificationTokenKeptOnlyWhileNeeded: the client_notification_token
+// (sent back in clear, so not hashable) leaves the request when it is
+// decided; the outbox row alone carries it to the ping.
+func TestNotificationTokenKeptOnlyWhileNeeded(t *testing.T) {
+	f := newRaceFixture(t)
+	f.applyDemoPolicy(t)
+	ctx := context.Background()
+	ping, _, err := f.store.CreateAgent(ctx, NewAgent{Name: "Ping", Domain: "ping.example.com", Types: []string{"payment_initiation"},
+		DeliveryMode: DeliveryPing, NotifyURL: "https://ping.example.com/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(amount string) Created {
+		c, err := f.svc.Authorize(ctx, ping, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+			AuthorizationDetails: payment(amount, "EUR"), ClientNotificationToken: "secret-" + amount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	stored := func(id string) (request, outbox *string) {
+		t.Helper()
+		if err := f.db.Get(&request, `SELECT client_notification_token FROM requests WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.db.Get(&outbox, `SELECT bearer FROM outbox WHERE request_id = $1`, id)
+		return request, outbox
+	}
+
+	pending := ask("500.00")
+	if r, o := stored(pending.Request.ID); r == nil || *r != "secret-500.00" || o != nil {
+		t.Fatalf("pending: request token %v, outbox %v; want it on the request only", r, o)
+	}
+	if _, err := f.svc.Decide(ctx, pending.Request.ID, Decision{Approve: true, By: f.user.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if r, o := stored(pending.Request.ID); r != nil || o == nil || *o != "secret-500.00" {
+		t.Fatalf("decided: request token %v, outbox %v; want it in the outbox only", r, o)
+	}
+
+	allowed := ask("20.00") // the demo policy allows it at once
+	if r, o := stored(allowed.Request.ID); allowed.Request.State != StateApproved || r != nil || o == nil || *o != "secret-20.00" {
+		t.Fatalf("auto-allowed (%s): request token %v, outbox %v; want it in the outbox only", allowed.Request.State, r, o)
+	}
+}

@@ -111,21 +111,26 @@ const requestColumns = `id, agent_id, user_id, state, scope, authorization_detai
 // insertRequestSQL stores a new request in the state the policy gave it:
 // pending, approved at once by a rule (then, for a ping agent, the ping is
 // enqueued in the same statement), or denied at once (kept for velocity
-// counts and the audit trail).
+// counts and the audit trail). The client_notification_token, which has to
+// be sent back in clear, is kept only while needed: on a pending request,
+// and in the outbox row until the ping is delivered or dropped.
 const insertRequestSQL = `
 WITH r AS (
 	INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
 		types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 		created_at, expires_at, poll_interval,
 		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now(), now() + make_interval(secs => $16), $17,
+	-- The notification token is kept only while the request is pending; for
+	-- one decided at once it goes straight into the outbox.
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+		CASE WHEN $4 = 'pending' THEN $15::text END, now(), now() + make_interval(secs => $16), $17,
 		CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $18, $19, $20, $21, $22, $23, $24, $25, $26)
 	RETURNING ` + requestColumns + `
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
-	SELECT 'ping', r.id, a.notify_url, r.client_notification_token, r.expires_at
+	SELECT 'ping', r.id, a.notify_url, $15::text, r.expires_at
 	FROM r JOIN agents a ON a.id = r.agent_id
-	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND r.client_notification_token IS NOT NULL
+	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND $15::text IS NOT NULL
 )
 SELECT ` + requestColumns + ` FROM r`
 
@@ -178,16 +183,20 @@ type Decision struct {
 // row expires with the request; the worker builds the body ({"auth_req_id"})
 // when it sends, since the auth_req_id is a MAC that is never stored.
 const decideSQL = `
-WITH d AS (
+WITH before AS (
+	-- The statement's snapshot: the notification token before it is cleared.
+	SELECT id AS before_id, client_notification_token AS before_token FROM requests WHERE id = $1
+), d AS (
 	UPDATE requests
-	SET state = $2, decided_at = now(), decided_by = $3, decision_reason = $4, acr = $5, amr = $6
+	SET state = $2, decided_at = now(), decided_by = $3, decision_reason = $4, acr = $5, amr = $6,
+		client_notification_token = NULL
 	WHERE id = $1 AND state = ANY($7) AND expires_at > now()
 	RETURNING ` + requestColumns + `
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
-	SELECT 'ping', d.id, a.notify_url, d.client_notification_token, d.expires_at
-	FROM d JOIN agents a ON a.id = d.agent_id
-	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND d.client_notification_token IS NOT NULL
+	SELECT 'ping', d.id, a.notify_url, before_token, d.expires_at
+	FROM d JOIN before ON before_id = d.id JOIN agents a ON a.id = d.agent_id
+	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND before_token IS NOT NULL
 )
 SELECT ` + requestColumns + ` FROM d`
 
@@ -308,7 +317,7 @@ func (s *Store) IssueToken(ctx context.Context, id, jti string, issuedAt, expire
 }
 
 const cancelSQL = `
-UPDATE requests SET state = 'cancelled'
+UPDATE requests SET state = 'cancelled', client_notification_token = NULL
 WHERE id = $1 AND agent_id = $2 AND state = ANY($3) AND expires_at > now()
 RETURNING id`
 
@@ -329,7 +338,7 @@ func (s *Store) Cancel(ctx context.Context, id, agentID string) error {
 }
 
 const expireDueSQL = `
-UPDATE requests SET state = 'expired'
+UPDATE requests SET state = 'expired', client_notification_token = NULL
 WHERE id IN (
 	SELECT id FROM requests
 	WHERE state = ANY($1) AND expires_at <= now()
