@@ -268,7 +268,7 @@ func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySou
 		}
 	}
 	return &clientKeySource{
-		client: client,
+		client:     client,
 		now:        now,
 		minRefetch: 10 * time.Second,
 		cache:      map[string]cachedJWKS{},
