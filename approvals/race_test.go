@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/countersign/countersign/examples/demo"
 	"github.com/countersign/countersign/internal/pgtest"
-	"github.com/countersign/countersign/rar"
 )
 
 // raceDetails is a demo payment every race trial asks approval for.
@@ -46,19 +44,7 @@ func newRaceFixture(t *testing.T) raceFixture {
 		t.Fatal(err)
 	}
 	types := NewTypeStore(store)
-	var defs []rar.Type
-	err = fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(demo.Types(), p)
-		if err != nil {
-			return err
-		}
-		ty, err := rar.ParseTypeFile(b)
-		defs = append(defs, ty)
-		return err
-	})
+	defs, err := demo.TypeDefinitions()
 	if err != nil {
 		t.Fatal(err)
 	}

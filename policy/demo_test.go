@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -34,19 +33,7 @@ func demoSet(t *testing.T) *Set {
 // types, exactly as a request would be, and returns it decoded.
 func demoElement(t *testing.T, raw string) rar.Element {
 	t.Helper()
-	var types []rar.Type
-	err := fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(demo.Types(), p)
-		if err != nil {
-			return err
-		}
-		typ, err := rar.ParseTypeFile(b)
-		types = append(types, typ)
-		return err
-	})
+	types, err := demo.TypeDefinitions()
 	if err != nil {
 		t.Fatal(err)
 	}

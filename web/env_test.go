@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -120,23 +119,11 @@ func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 
 func demoTypes(t testing.TB) []rar.Type {
 	t.Helper()
-	var out []rar.Type
-	err := fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(demo.Types(), p)
-		if err != nil {
-			return err
-		}
-		ty, err := rar.ParseTypeFile(b)
-		out = append(out, ty)
-		return err
-	})
+	types, err := demo.TypeDefinitions()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return types
 }
 
 // response is an HTTP answer with its body read.

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
-	"github.com/countersign/countersign/rar"
 )
 
 // Demo identities that `serve --dev` creates.
@@ -26,22 +24,7 @@ const (
 // rotated on every start, since only their hashes are kept, and printed with
 // a command that makes the agent ask for approval.
 func seedDemo(ctx context.Context, a *app, w io.Writer) error {
-	var types []rar.Type
-	err := fs.WalkDir(demo.Types(), ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(demo.Types(), path)
-		if err != nil {
-			return err
-		}
-		t, err := rar.ParseTypeFile(b)
-		if err != nil {
-			return fmt.Errorf("demo type %s: %w", path, err)
-		}
-		types = append(types, t)
-		return nil
-	})
+	types, err := demo.TypeDefinitions()
 	if err != nil {
 		return err
 	}

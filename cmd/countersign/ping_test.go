@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -264,23 +263,11 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 
 func demoTypes(t *testing.T) []rar.Type {
 	t.Helper()
-	var out []rar.Type
-	err := fs.WalkDir(demo.Types(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(demo.Types(), p)
-		if err != nil {
-			return err
-		}
-		ty, err := rar.ParseTypeFile(b)
-		out = append(out, ty)
-		return err
-	})
+	types, err := demo.TypeDefinitions()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return types
 }
 
 // TestPingAllowInvalid: a --ping-allow value (or COUNTERSIGN_PING_ALLOW entry)

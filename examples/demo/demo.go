@@ -5,7 +5,10 @@ package demo
 
 import (
 	"embed"
+	"fmt"
 	"io/fs"
+
+	"github.com/countersign/countersign/rar"
 )
 
 //go:embed types/*.yaml policy.yaml
@@ -27,4 +30,25 @@ func Types() fs.FS {
 		panic(err) // embedded: cannot fail
 	}
 	return sub
+}
+
+// TypeDefinitions parses the demo type files.
+func TypeDefinitions() ([]rar.Type, error) {
+	var out []rar.Type
+	err := fs.WalkDir(Types(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(Types(), p)
+		if err != nil {
+			return err
+		}
+		t, err := rar.ParseTypeFile(b)
+		if err != nil {
+			return fmt.Errorf("demo type %s: %w", p, err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
 }
