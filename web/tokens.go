@@ -21,20 +21,30 @@ type activeResponse struct {
 	*approvals.AccessTokenClaims
 }
 
-// introspect is RFC 7662 token introspection for resource servers; it never
-// spends a token.
-func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
+// resourceServerToken reads what /introspect and /redeem share: the form,
+// the authenticated resource server, and the token it asks about.
+func (s *Server) resourceServerToken(r *http.Request) (oauthForm, approvals.ResourceServer, string, error) {
 	f, err := parseForm(r)
 	if err != nil {
-		return err
+		return nil, approvals.ResourceServer{}, "", err
 	}
 	rs, err := s.authenticateResourceServer(r, f)
 	if err != nil {
-		return err
+		return nil, approvals.ResourceServer{}, "", err
 	}
 	tok := f.get("token")
 	if tok == "" {
-		return invalidRequest("token is required")
+		return nil, approvals.ResourceServer{}, "", invalidRequest("token is required")
+	}
+	return f, rs, tok, nil
+}
+
+// introspect is RFC 7662 token introspection for resource servers; it never
+// spends a token.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
+	_, rs, tok, err := s.resourceServerToken(r)
+	if err != nil {
+		return err
 	}
 	claims, err := s.svc.Introspect(r.Context(), rs, tok)
 	if err != nil {
@@ -51,17 +61,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 // redeem is the once-only check before a resource server executes the
 // transaction a token was issued for.
 func (s *Server) redeem(w http.ResponseWriter, r *http.Request) error {
-	f, err := parseForm(r)
+	f, rs, tok, err := s.resourceServerToken(r)
 	if err != nil {
 		return err
-	}
-	rs, err := s.authenticateResourceServer(r, f)
-	if err != nil {
-		return err
-	}
-	tok := f.get("token")
-	if tok == "" {
-		return invalidRequest("token is required")
 	}
 	details, hash := f.get("authorization_details"), f.get("authorization_details_hash")
 	if (details == "") == (hash == "") {
