@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/countersign/countersign/policy"
@@ -282,9 +283,17 @@ func (r recentRow) add(c *policy.Counts) {
 // over the last hour and day (policy.Recent): requests that include an
 // element of the type, counted once each, with the sum of their amounts.
 func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
+	return s.recent(ctx, nil, agentID, userID, types)
+}
+
+// recent is Recent, inside tx when it is not nil.
+func (s *Store) recent(ctx context.Context, tx *sqlx.Tx, agentID, userID string, types []string) (map[string]policy.Recent, error) {
 	stmt, err := s.prepared(ctx, recentSQL)
 	if err != nil {
 		return nil, fmt.Errorf("approvals: recent: %w", err)
+	}
+	if tx != nil {
+		stmt = tx.StmtxContext(ctx, stmt)
 	}
 	var rows []recentRow
 	if err := stmt.SelectContext(ctx, &rows, agentID, userID, pq.StringArray(types)); err != nil {

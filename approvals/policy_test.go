@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/countersign/countersign/examples/demo"
@@ -229,5 +230,39 @@ func TestNotificationTokenKeptOnlyWhileNeeded(t *testing.T) {
 	allowed := ask("20.00") // the demo policy allows it at once
 	if r, o := stored(allowed.Request.ID); allowed.Request.State != StateApproved || r != nil || o == nil || *o != "secret-20.00" {
 		t.Fatalf("auto-allowed (%s): request token %v, outbox %v; want it in the outbox only", allowed.Request.State, r, o)
+	}
+}
+
+// TestPolicyVelocityConcurrent: thirty small payments by one agent at the
+// same instant: exactly ten are allowed, however they interleave.
+func TestPolicyVelocityConcurrent(t *testing.T) {
+	f := newRaceFixture(t)
+	f.applyDemoPolicy(t)
+	start := make(chan struct{})
+	outcomes := make(chan string, 30)
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			c, err := f.svc.Authorize(context.Background(), f.agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+				AuthorizationDetails: payment("10.00", "EUR")})
+			if err != nil {
+				outcomes <- "error: " + err.Error()
+				return
+			}
+			outcomes <- c.Request.Outcome
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(outcomes)
+	counts := map[string]int{}
+	for o := range outcomes {
+		counts[o]++
+	}
+	if counts["allow"] != 10 || counts["approve"] != 20 {
+		t.Fatalf("outcomes %v, want 10 allow and 20 approve", counts)
 	}
 }

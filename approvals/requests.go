@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/countersign/countersign/policy"
+	"github.com/jmoiron/sqlx"
 	"log/slog"
 	"time"
 
@@ -138,6 +139,10 @@ SELECT ` + requestColumns + ` FROM r`
 // r.State says; pending when empty) that expires lifetime from now (the
 // database's clock).
 func (s *Store) InsertRequest(ctx context.Context, r Request, lifetime time.Duration) (Request, error) {
+	return s.insertRequest(ctx, s.db, r, lifetime)
+}
+
+func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration) (Request, error) {
 	if r.State == "" {
 		r.State = StatePending
 	}
@@ -145,7 +150,7 @@ func (s *Store) InsertRequest(ctx context.Context, r Request, lifetime time.Dura
 		r.Outcome = "approve"
 	}
 	var out Request
-	err := s.db.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope, []byte(r.DetailsCanonical),
+	err := q.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope, []byte(r.DetailsCanonical),
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
@@ -165,6 +170,29 @@ func (s *Store) Request(ctx context.Context, id string) (Request, error) {
 		return Request{}, fmt.Errorf("approvals: request %s: %w", id, translate(err))
 	}
 	return r, nil
+}
+
+const admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))`
+
+// admit runs fn in a transaction that holds advisory locks on the agent and
+// the user (always in that order, so two admissions cannot deadlock):
+// requests of the same agent or user are admitted one at a time.
+func (s *Store) admit(ctx context.Context, agentID, userID string, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("approvals: admit: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, admitLocksSQL, "velocity agent:"+agentID, "velocity user:"+userID); err != nil {
+		return fmt.Errorf("approvals: admit: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("approvals: admit: %w", translate(err))
+	}
+	return nil
 }
 
 // Decision is a human's (or, later, a rule's) verdict on a pending request.

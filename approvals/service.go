@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/countersign/countersign/policy"
@@ -238,10 +239,17 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	for _, e := range details.Elements {
 		req.Amount += elementAmount(e)
 	}
-	if err := s.applyPolicy(ctx, &req, agent, user, p, details); err != nil {
-		return Created{}, err
-	}
-	stored, err := s.store.InsertRequest(ctx, req, lifetime)
+	// The velocity counts a rule reads and the request they let through are
+	// one step: requests of the same agent or user wait for each other, so
+	// parallel requests cannot all slip under a velocity limit.
+	var stored Request
+	err = s.store.admit(ctx, agent.ID, user.ID, func(tx *sqlx.Tx) error {
+		if err := s.applyPolicy(ctx, tx, &req, agent, user, p, details); err != nil {
+			return err
+		}
+		stored, err = s.store.insertRequest(ctx, tx, req, lifetime)
+		return err
+	})
 	if err != nil {
 		return Created{}, err
 	}
@@ -435,7 +443,7 @@ func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Req
 // applyPolicy evaluates the current risk policy (SPEC §4) for every element
 // of req and records the outcome: allow approves req at once, deny denies it,
 // the others leave it pending with what a human must do.
-func (s *Service) applyPolicy(ctx context.Context, req *Request, agent Agent, user User, p AuthRequest, details *rar.Details) error {
+func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, agent Agent, user User, p AuthRequest, details *rar.Details) error {
 	set, version, err := s.policies.Current(ctx)
 	if err != nil {
 		return err
@@ -446,7 +454,7 @@ func (s *Service) applyPolicy(ctx context.Context, req *Request, agent Agent, us
 		req.DecisionReason = req.PolicyReason
 		return nil
 	}
-	recent, err := s.store.Recent(ctx, agent.ID, user.ID, req.Types)
+	recent, err := s.store.recent(ctx, tx, agent.ID, user.ID, req.Types)
 	if err != nil {
 		return err
 	}
