@@ -183,10 +183,20 @@ func (s *Store) RotateAgentSecret(ctx context.Context, id string) (string, error
 	return secret, nil
 }
 
-const setAgentStatusSQL = `UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING id`
+const setAgentStatusSQL = `
+WITH a AS (
+	UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING id
+), revoked AS (
+	-- Suspending also revokes the agent's unspent tokens, in the same
+	-- statement: a token already handed out is not redeemable either.
+	UPDATE requests SET state = 'revoked', revoked_at = now()
+	WHERE agent_id = (SELECT id FROM a) AND $2 = 'suspended' AND state = 'token_issued'
+)
+SELECT id FROM a`
 
 // SetAgentStatus suspends ("suspended") or resumes ("active") an agent. A
-// suspended agent gets no new request and no token.
+// suspended agent gets no new request and no token, and the tokens it holds
+// are revoked.
 func (s *Store) SetAgentStatus(ctx context.Context, id, status string) error {
 	var got string
 	if err := s.db.GetContext(ctx, &got, setAgentStatusSQL, id, status); err != nil {

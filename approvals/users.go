@@ -85,9 +85,19 @@ func (s *Store) Users(ctx context.Context) ([]User, error) {
 	return out, nil
 }
 
-const setUserStatusSQL = `UPDATE users SET status = $2, updated_at = now() WHERE id = $1 OR email = lower($1) RETURNING id`
+const setUserStatusSQL = `
+WITH u AS (
+	UPDATE users SET status = $2, updated_at = now() WHERE id = $1 OR email = lower($1) RETURNING id
+), revoked AS (
+	-- Suspending also revokes the unspent tokens issued for the user.
+	UPDATE requests SET state = 'revoked', revoked_at = now()
+	WHERE user_id = (SELECT id FROM u) AND $2 = 'suspended' AND state = 'token_issued'
+)
+SELECT id FROM u`
 
-// SetUserStatus suspends or reactivates a user (by id or email).
+// SetUserStatus suspends or reactivates a user (by id or email). A suspended
+// user's requests yield no token, and the tokens already issued for them are
+// revoked.
 func (s *Store) SetUserStatus(ctx context.Context, idOrEmail, status string) error {
 	var got string
 	if err := s.db.GetContext(ctx, &got, setUserStatusSQL, idOrEmail, status); err != nil {

@@ -127,11 +127,12 @@ func TestSuspendedWhilePending(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
 
+	// Suspended while the request is pending; approved afterwards.
 	id, reqID := e.authorize(e.agent, paymentEUR, nil)
-	e.decide(reqID, true)
 	if err := e.svc.Store().SetUserStatus(ctx, e.user.ID, "suspended"); err != nil {
 		t.Fatal(err)
 	}
+	e.decide(reqID, true)
 	r := e.poll(e.agent, id)
 	if r.Status != http.StatusBadRequest || r.JSON(t)["error"] != "access_denied" { // CIBA §11: 400 at the token endpoint
 		t.Fatalf("poll for a suspended user: %d %s", r.Status, r.Body)
@@ -155,8 +156,30 @@ func TestSuspendedWhilePending(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.resetPoll(reqID)
-	if r := e.poll(e.agent, id); r.Status != http.StatusOK {
+	r = e.poll(e.agent, id)
+	if r.Status != http.StatusOK {
 		t.Fatalf("after resume: %d %s", r.Status, r.Body)
+	}
+
+	// Suspending revokes the tokens already issued: none can be redeemed.
+	tok := r.JSON(t)["access_token"].(string)
+	if err := e.svc.Store().SetAgentStatus(ctx, e.agent.ID, "suspended"); err != nil {
+		t.Fatal(err)
+	}
+	red := e.postForm("/redeem", &e.rs, url.Values{"token": {tok}, "authorization_details": {paymentEUR}})
+	if red.JSON(t)["active"] != false || red.JSON(t)["reason"] != "revoked" {
+		t.Fatalf("redeem of a suspended agent's token: %s", red.Body)
+	}
+	if err := e.svc.Store().SetAgentStatus(ctx, e.agent.ID, "active"); err != nil {
+		t.Fatal(err)
+	}
+	userTok, _ := e.token(paymentEUR)
+	if err := e.svc.Store().SetUserStatus(ctx, "alice@example.com", "suspended"); err != nil {
+		t.Fatal(err)
+	}
+	red = e.postForm("/redeem", &e.rs, url.Values{"token": {userTok}, "authorization_details": {paymentEUR}})
+	if red.JSON(t)["active"] != false || red.JSON(t)["reason"] != "revoked" {
+		t.Fatalf("redeem of a suspended user's token: %s", red.Body)
 	}
 }
 
