@@ -266,3 +266,35 @@ func TestPolicyVelocityConcurrent(t *testing.T) {
 		t.Fatalf("outcomes %v, want 10 allow and 20 approve", counts)
 	}
 }
+
+// TestExpireAlongsideDecide: the sweeper expiring a user's due requests while
+// the user approves another never deadlocks on the velocity counters.
+func TestExpireAlongsideDecide(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	for trial := range 20 {
+		due1, live := f.pending(t), f.pending(t)
+		due2 := f.pending(t)
+		if _, err := f.svc.Decide(ctx, due2.Request.ID, Decision{Approve: true, By: f.user.ID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.db.Exec(`UPDATE requests SET created_at = now() - interval '20 minutes', expires_at = now() - interval '1 second' WHERE id IN ($1, $2)`,
+			due1.Request.ID, due2.Request.ID); err != nil {
+			t.Fatal(err)
+		}
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		go func() { <-start; _, err := f.store.ExpireDue(ctx, 10); errs <- err }()
+		go func() {
+			<-start
+			_, err := f.svc.Decide(ctx, live.Request.ID, Decision{Approve: true, By: f.user.ID})
+			errs <- err
+		}()
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("trial %d: %v", trial, err)
+			}
+		}
+	}
+}

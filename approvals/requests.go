@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
@@ -365,13 +366,17 @@ func (s *Store) Cancel(ctx context.Context, id, agentID string) error {
 	return s.whyNot(ctx, id, EventCancel, err)
 }
 
-const expireDueSQL = `
+// expireOneSQL expires one due request. One row per statement: the velocity
+// trigger locks counter rows per request in an order that is consistent for
+// single-row statements, and a many-row statement could interleave two
+// requests' orders and deadlock with a decision.
+const expireOneSQL = `
 UPDATE requests SET state = 'expired', client_notification_token = NULL
-WHERE id IN (
+WHERE id = (
 	SELECT id FROM requests
 	WHERE state = ANY($1) AND expires_at <= now()
 	ORDER BY expires_at
-	LIMIT $2
+	LIMIT 1
 	FOR UPDATE SKIP LOCKED
 )
 RETURNING id`
@@ -381,8 +386,17 @@ RETURNING id`
 // it at once: SKIP LOCKED keeps them off each other's rows.
 func (s *Store) ExpireDue(ctx context.Context, limit int) ([]string, error) {
 	var ids []string
-	if err := s.db.SelectContext(ctx, &ids, expireDueSQL, pq.StringArray(statesSQL(From(EventExpire))), limit); err != nil {
-		return nil, fmt.Errorf("approvals: expire: %w", err)
+	from := pq.StringArray(statesSQL(From(EventExpire)))
+	for len(ids) < limit {
+		var id string
+		err := s.db.GetContext(ctx, &id, expireOneSQL, from)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return ids, fmt.Errorf("approvals: expire: %w", err)
+		}
+		ids = append(ids, id)
 	}
 	return ids, nil
 }

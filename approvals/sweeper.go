@@ -26,6 +26,11 @@ func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 				break
 			}
 		}
+		if n, err := s.store.PurgeAssertionJTIs(ctx); err != nil && ctx.Err() == nil {
+			s.logger.WarnContext(ctx, "purging client assertion jtis failed", "err", err)
+		} else if n > 0 {
+			s.logger.DebugContext(ctx, "client assertion jtis purged", "count", n)
+		}
 		select {
 		case <-ctx.Done():
 			return
