@@ -298,3 +298,35 @@ func TestExpireAlongsideDecide(t *testing.T) {
 		}
 	}
 }
+
+// TestQuorumKeepsStepUp: a quorum outcome raised by acr_values to need a
+// step-up keeps both requirements, and neither a plain approval nor the
+// requester alone can meet it.
+func TestQuorumKeepsStepUp(t *testing.T) {
+	f := newRaceFixture(t)
+	f.applyDemoPolicy(t)
+	ctx := context.Background()
+	ag, _, err := f.store.CreateAgent(ctx, NewAgent{Name: "Merge bot", Domain: "merge.example.com", Types: []string{"code_merge"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	merge := []byte(`[{"type":"code_merge","locations":["https://api.example.com"],"repository":"acme/app","base_branch":"main","pull_request":42,"checks":"passed"}]`)
+	for _, tc := range []struct {
+		acr    []string
+		stepUp bool
+		user   bool
+	}{{nil, false, false}, {[]string{ACRStepUp}, true, true}} {
+		c, err := f.ask(t, ag, merge, tc.acr...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := c.Request
+		if r.Outcome != "quorum" || len(r.Quorum) != 1 || r.Quorum[0].Group != "maintainers" || r.Quorum[0].N != 2 ||
+			r.StepUp != tc.stepUp || r.UserRequired != tc.user {
+			t.Fatalf("acr %v: outcome %s quorum %+v step_up %v user_required %v", tc.acr, r.Outcome, r.Quorum, r.StepUp, r.UserRequired)
+		}
+		if _, err := f.svc.Decide(ctx, r.ID, Decision{Approve: true, By: f.user.ID}); !errors.Is(err, ErrNotAllowed) {
+			t.Fatalf("plain approval of a quorum request: %v", err)
+		}
+	}
+}

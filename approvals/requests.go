@@ -54,6 +54,8 @@ type Request struct {
 	PolicyRule    string     `db:"policy_rule"`
 	PolicyReason  string     `db:"policy_reason"`
 	Quorum        QuorumJSON `db:"quorum"`
+	StepUp        bool       `db:"step_up"`       // every human approval must be a step-up
+	UserRequired  bool       `db:"user_required"` // the requesting user must approve
 	Amount        float64    `db:"amount"`
 }
 
@@ -108,7 +110,7 @@ const requestColumns = `id, agent_id, user_id, state, scope, authorization_detai
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 	created_at, expires_at, poll_interval, last_polled_at, decided_at, decided_by, decision_reason, acr, amr,
 	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at,
-	outcome, policy_version, policy_rule, policy_reason, quorum, amount`
+	outcome, policy_version, policy_rule, policy_reason, quorum, step_up, user_required, amount`
 
 // insertRequestSQL stores a new request in the state the policy gave it:
 // pending, approved at once by a rule (then, for a ping agent, the ping is
@@ -121,12 +123,13 @@ WITH r AS (
 	INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
 		types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 		created_at, expires_at, poll_interval,
-		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount)
+		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount,
+		step_up, user_required)
 	-- The notification token is kept only while the request is pending; for
 	-- one decided at once it goes straight into the outbox.
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
 		CASE WHEN $4 = 'pending' THEN $15::text END, now(), now() + make_interval(secs => $16), $17,
-		CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $18, $19, $20, $21, $22, $23, $24, $25, $26)
+		CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
 	RETURNING ` + requestColumns + `
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
@@ -155,7 +158,7 @@ func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Requ
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
-		r.Quorum, r.Amount).StructScan(&out)
+		r.Quorum, r.Amount, r.StepUp, r.UserRequired).StructScan(&out)
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
 	}

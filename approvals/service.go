@@ -420,11 +420,10 @@ func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Req
 	if d.By != r.UserID {
 		return Request{}, fmt.Errorf("%w: only the user the request is for may decide it", ErrNotAllowed)
 	}
-	if d.Approve && (r.Outcome == policy.StepUp.String() || r.Outcome == policy.Quorum.String()) {
+	if d.Approve && (r.StepUp || len(r.Quorum) > 0) {
 		// A step-up needs a fresh passkey assertion and a quorum several
 		// approvers: neither can be met by a plain approval.
-		return Request{}, fmt.Errorf("%w: a %s request cannot be approved without its %s", ErrNotAllowed, r.Outcome,
-			map[string]string{"step_up": "passkey assertion", "quorum": "quorum of approvers"}[r.Outcome])
+		return Request{}, fmt.Errorf("%w: this request needs a passkey step-up or a quorum of approvers, not a plain approval", ErrNotAllowed)
 	}
 	if d.ACR == "" {
 		d.ACR = ACRApproval
@@ -477,7 +476,7 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 	}
 	need := policy.Combine(decisions, p.ACRValues)
 	req.Outcome, req.PolicyVersion, req.PolicyRule, req.PolicyReason = need.Kind.String(), &version, need.RuleID, need.Reason
-	req.Quorum = need.Quorums
+	req.Quorum, req.StepUp, req.UserRequired = need.Quorums, need.StepUp, need.User
 	switch need.Kind {
 	case policy.Deny:
 		req.State, req.DecisionReason = StateDenied, need.Reason

@@ -17,6 +17,10 @@ ALTER TABLE requests
     ADD COLUMN policy_reason text NOT NULL DEFAULT '',
     -- Quorum requirements: [{"group": "maintainers", "n": 2, "requester_counts": false}].
     ADD COLUMN quorum jsonb NOT NULL DEFAULT '[]',
+    -- Every human approval must be a step-up (also with a quorum outcome).
+    ADD COLUMN step_up boolean NOT NULL DEFAULT false,
+    -- The requesting user must approve (besides any quorum).
+    ADD COLUMN user_required boolean NOT NULL DEFAULT true,
     -- Sum of the elements' instructedAmount in major units (velocity sums).
     ADD COLUMN amount double precision NOT NULL DEFAULT 0;
 
@@ -30,6 +34,6 @@ DROP INDEX requests_agent_created;
 CREATE INDEX requests_agent_created ON requests (agent_id, created_at DESC);
 DROP INDEX requests_user_recent;
 DROP INDEX requests_agent_recent;
-ALTER TABLE requests DROP COLUMN amount, DROP COLUMN quorum, DROP COLUMN policy_reason,
+ALTER TABLE requests DROP COLUMN amount, DROP COLUMN user_required, DROP COLUMN step_up, DROP COLUMN quorum, DROP COLUMN policy_reason,
     DROP COLUMN policy_rule, DROP COLUMN policy_version, DROP COLUMN outcome;
 DROP TABLE policy_versions;
