@@ -188,8 +188,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Issuer != "" {
 		u, err := url.Parse(c.Issuer)
-		if err != nil || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return errors.New("--issuer must be an https URL without query or fragment (http only with --dev)")
+		if err != nil || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+			strings.Trim(u.Path, "/") != "" {
+			// The endpoints are served at the root, so the issuer has no path.
+			return errors.New("--issuer must be an https URL with no path, query or fragment (http only with --dev)")
 		}
 	}
 	if c.kind >= kindAdmin {
@@ -204,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := notify.ParseAllowlist(c.PingAllow); err != nil {
 		return fmt.Errorf("--ping-allow: %s", strings.TrimPrefix(err.Error(), "notify: "))
+	}
+	if c.kind == kindServe && c.Issuer == "" && !c.Dev {
+		return errors.New("no issuer: set --issuer (COUNTERSIGN_ISSUER) to this server's public https URL")
 	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")

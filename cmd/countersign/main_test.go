@@ -135,6 +135,8 @@ func env(extra ...string) []string {
 		}
 		out = append(out, kv)
 	}
+	// Processes the tests start are not in dev mode: they need an issuer.
+	out = append(out, "COUNTERSIGN_ISSUER=https://countersign.test")
 	return append(out, extra...)
 }
 

@@ -145,6 +145,8 @@ func TestBadConfig(t *testing.T) {
 		{"malformed KEK", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x", "COUNTERSIGN_KEK=short"}, "key-encryption key must be 32 bytes"},
 		{"missing KEK", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x"}, "no key-encryption key"},
 		{"http issuer outside dev", []string{"serve", "--issuer", "http://cs.example.com"}, []string{"DATABASE_URL=postgres://localhost/x", testKEK}, "--issuer must be an https URL"},
+		{"no issuer", []string{"serve"}, []string{"DATABASE_URL=postgres://localhost/x", testKEK, "COUNTERSIGN_ISSUER="}, "no issuer: set --issuer"},
+		{"issuer with a path", []string{"serve", "--issuer", "https://cs.example.com/tenant"}, []string{"DATABASE_URL=postgres://localhost/x", testKEK}, "with no path"},
 		{"bad log format", []string{"serve", "--dev", "--log-format", "xml"}, nil, "--log-format must be text or json"},
 	}
 	for _, tc := range tests {
