@@ -75,7 +75,7 @@ func TestPolicyOutcomes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = f.ask(t, ag, []byte(`[{"type":"database_operation","locations":["https://db.example.com"],"operation":"DROP","database":"prod_main","table":"users","estimated_rows":10,"statement_sha256":"`+strings.Repeat("ab", 32)+`"}]`))
+		_, err = f.ask(t, ag, []byte(`[{"type":"database_operation","operation":"DROP","database":"prod_main","table":"users","estimated_rows":10,"statement_sha256":"`+strings.Repeat("ab", 32)+`"}]`))
 		var ref *Refusal
 		if !errors.As(err, &ref) || ref.Code != CodeAccessDenied || ref.Description != "Destructive operations on production are not allowed" {
 			t.Fatalf("err = %v, want access_denied with the rule's reason", err)
@@ -310,7 +310,7 @@ func TestQuorumKeepsStepUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	merge := []byte(`[{"type":"code_merge","locations":["https://api.example.com"],"repository":"acme/app","base_branch":"main","pull_request":42,"checks":"passed"}]`)
+	merge := []byte(`[{"type":"code_merge","repository":"acme/app","base_branch":"main","pull_request":42,"checks":"passed"}]`)
 	for _, tc := range []struct {
 		acr    []string
 		stepUp bool
@@ -328,5 +328,38 @@ func TestQuorumKeepsStepUp(t *testing.T) {
 		if _, err := f.svc.Decide(ctx, r.ID, Decision{Approve: true, By: f.user.ID}); !errors.Is(err, ErrNotAllowed) {
 			t.Fatalf("plain approval of a quorum request: %v", err)
 		}
+	}
+}
+
+// TestAudienceMustBeRegistered: locations and resource indicators name only
+// active resource servers that execute the request's type.
+func TestAudienceMustBeRegistered(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	if _, _, err := f.store.CreateResourceServer(ctx, NewResourceServer{Name: "Mail", Audience: "https://mail.example.com", Types: []string{"email_send"}}); err != nil {
+		t.Fatal(err)
+	}
+	withLocations := func(locs string) []byte {
+		return []byte(`[{"type":"payment_initiation","locations":` + locs + `,"instructedAmount":{"currency":"EUR","amount":"5.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`)
+	}
+	for _, tc := range []struct {
+		name, locs string
+		ok         bool
+	}{
+		{"registered", `["https://api.example.com"]`, true},
+		{"unregistered", `["https://attacker.example"]`, false},
+		{"blank", `[" "]`, false},
+		{"server for another type", `["https://mail.example.com"]`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := f.ask(t, f.agent, withLocations(tc.locs))
+			var ref *Refusal
+			switch {
+			case tc.ok && (err != nil || len(c.Request.Audience) != 1 || c.Request.Audience[0] != "https://api.example.com"):
+				t.Fatalf("refused or wrong aud: %v %v", c.Request.Audience, err)
+			case !tc.ok && (!errors.As(err, &ref) || ref.Code != CodeInvalidTarget):
+				t.Fatalf("err = %v, want invalid_target", err)
+			}
+		})
 	}
 }

@@ -62,7 +62,7 @@ func newRaceFixture(t *testing.T) raceFixture {
 	if f.agent, _, err = store.CreateAgent(ctx, NewAgent{Name: "Race agent", Domain: "agent.example.com", Types: []string{"payment_initiation"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := store.CreateResourceServer(ctx, NewResourceServer{Name: "API", Audience: "https://api.example.com", Types: []string{"payment_initiation"}}); err != nil {
+	if _, _, err := store.CreateResourceServer(ctx, NewResourceServer{Name: "API", Audience: "https://api.example.com", Types: []string{"code_merge", "database_operation", "payment_initiation"}}); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -328,41 +328,50 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 
 // audience decides the token's aud: the resource indicators given (RFC 8707),
 // else the details' locations (RFC 9396 §2.2), else the resource servers
-// registered for the request's types.
+// registered for the request's types. Every audience must be an active
+// registered resource server that executes the request's types (when it
+// declares them): an agent cannot aim a token anywhere else.
 func (s *Service) audience(ctx context.Context, resources []string, d *rar.Details, types []string) (pq.StringArray, error) {
-	if len(resources) > 0 {
-		known, err := s.store.ResourceServers(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range resources {
-			if !slices.ContainsFunc(known, func(rs ResourceServer) bool { return rs.Audience == r && rs.Status == "active" }) {
-				return nil, refuse(CodeInvalidTarget, "resource does not name a registered resource server")
-			}
-		}
-		return sortedSet(resources), nil
-	}
-	var locations []string
-	for _, e := range d.Elements {
-		if ls, ok := e.Value["locations"].([]any); ok {
-			for _, l := range ls {
-				if s, ok := l.(string); ok {
-					locations = append(locations, s)
+	candidates := resources
+	if len(candidates) == 0 {
+		for _, e := range d.Elements {
+			if ls, ok := e.Value["locations"].([]any); ok {
+				for _, l := range ls {
+					if s, ok := l.(string); ok {
+						candidates = append(candidates, s)
+					}
 				}
 			}
 		}
 	}
-	if len(locations) > 0 {
-		return sortedSet(locations), nil
+	if len(candidates) == 0 {
+		aud, err := s.store.AudiencesForTypes(ctx, types)
+		if err != nil {
+			return nil, err
+		}
+		if len(aud) == 0 {
+			return nil, refuse(CodeInvalidTarget, "no audience for the token: give a resource parameter or locations in authorization_details")
+		}
+		return aud, nil
 	}
-	aud, err := s.store.AudiencesForTypes(ctx, types)
+	known, err := s.store.ResourceServers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if len(aud) == 0 {
-		return nil, refuse(CodeInvalidTarget, "no audience for the token: give a resource parameter or locations in authorization_details")
+	for _, a := range candidates {
+		i := slices.IndexFunc(known, func(rs ResourceServer) bool { return rs.Audience == a && rs.Status == "active" })
+		if i < 0 {
+			return nil, refuse(CodeInvalidTarget, "the resource or location does not name a registered resource server")
+		}
+		if rs := known[i]; len(rs.Types) > 0 {
+			for _, t := range types {
+				if !slices.Contains(rs.Types, t) {
+					return nil, refuse(CodeInvalidTarget, "the resource server named does not execute requests of type "+t)
+				}
+			}
+		}
 	}
-	return aud, nil
+	return sortedSet(candidates), nil
 }
 
 func pick(versions TypeVersions, types []string) TypeVersions {
