@@ -363,3 +363,32 @@ func TestAudienceMustBeRegistered(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitPayment: a payment split across elements is judged whole
+// (request.amount): sixteen 100 EUR elements are not "up to 100 EUR", and two
+// of 6,000 are over 10,000.
+func TestSplitPayment(t *testing.T) {
+	f := newRaceFixture(t)
+	f.applyDemoPolicy(t)
+	split := func(n int, amount string) []byte {
+		el := strings.TrimSuffix(strings.TrimPrefix(string(payment(amount, "EUR")), "["), "]")
+		return []byte("[" + strings.TrimSuffix(strings.Repeat(el+",", n), ",") + "]")
+	}
+	for _, tc := range []struct {
+		name    string
+		details []byte
+		outcome string
+	}{
+		{"one of 100", split(1, "100.00"), "allow"},
+		{"sixteen of 100", split(16, "100.00"), "approve"},
+		{"two of 6,000", split(2, "6000.00"), "step_up"},
+	} {
+		c, err := f.ask(t, f.agent, tc.details)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if c.Request.Outcome != tc.outcome {
+			t.Errorf("%s: outcome %s, want %s", tc.name, c.Request.Outcome, tc.outcome)
+		}
+	}
+}

@@ -471,7 +471,8 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 		Agent: policy.Agent{ID: agent.ID, Name: agent.Name, Domain: agent.Domain, Labels: agent.Labels},
 		User:  policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups},
 		Request: policy.Request{BindingMessage: p.BindingMessage, ACRValues: p.ACRValues,
-			RequestedExpiry: int64(p.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday())},
+			RequestedExpiry: int64(p.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday()),
+			Amount: req.Amount, Elements: int64(len(details.Elements))},
 	}
 	decisions := make([]policy.Decision, len(details.Elements))
 	for i, e := range details.Elements {

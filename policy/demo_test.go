@@ -104,7 +104,7 @@ func TestDemoPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			el := demoElement(t, tt.element)
-			in := Input{Details: el.Value, Recent: Recent{Agent: Windows{Hour: Counts{Total: Tally{Count: tt.recent}}}}}
+			in := Input{Details: el.Value, Request: wholeRequest(el), Recent: Recent{Agent: Windows{Hour: Counts{Total: Tally{Count: tt.recent}}}}}
 			d := s.Evaluate(el.Type, in)
 			if d.Outcome != tt.want || d.RuleID != tt.rule || d.Reason != tt.reason || d.Err != nil {
 				t.Errorf("got %+v, want %v by %s (%q)", d, tt.want, tt.rule, tt.reason)
@@ -122,7 +122,7 @@ func TestDemoVelocity(t *testing.T) {
 		"creditorName":"Coffee Ltd","creditorAccount":{"iban":"DE89370400440532013000"}}`)
 	history := map[string]*Counts{"agt_a": {}, "agt_b": {}}
 	decide := func(agent string) Kind {
-		d := s.Evaluate(el.Type, Input{Details: el.Value, Agent: Agent{ID: agent}, Recent: Recent{Agent: Windows{Hour: *history[agent]}}})
+		d := s.Evaluate(el.Type, Input{Details: el.Value, Request: wholeRequest(el), Agent: Agent{ID: agent}, Recent: Recent{Agent: Windows{Hour: *history[agent]}}})
 		if d.Err != nil {
 			t.Fatal(d.Err)
 		}
@@ -166,7 +166,7 @@ func TestDemoRequest(t *testing.T) {
 	var ds []Decision
 	for _, raw := range elements {
 		el := demoElement(t, raw)
-		ds = append(ds, s.Evaluate(el.Type, Input{Details: el.Value}))
+		ds = append(ds, s.Evaluate(el.Type, Input{Details: el.Value, Request: wholeRequest(el)}))
 	}
 	r := Combine(ds, nil)
 	if r.Kind != Quorum || !r.StepUp || !r.User || len(r.Quorums) != 1 || r.Quorums[0] != (QuorumRequirement{Group: "maintainers", N: 2}) {
@@ -175,4 +175,16 @@ func TestDemoRequest(t *testing.T) {
 	if r.ACR() != ACRStepUp {
 		t.Errorf("ACR() = %q", r.ACR())
 	}
+}
+
+// wholeRequest is the request-level view of a request of one element, as
+// the caller computes it: request.amount is the element's amount.
+func wholeRequest(el rar.Element) Request {
+	r := Request{Elements: 1}
+	if ia, ok := el.Value["instructedAmount"].(map[string]any); ok {
+		if a, ok := ia["amount"].(string); ok {
+			r.Amount, _ = strconv.ParseFloat(a, 64)
+		}
+	}
+	return r
 }

@@ -98,6 +98,10 @@
 //	request.requested_expiry   int, seconds; 0 when absent
 //	request.hour               int, 0–23, in the server's time zone
 //	request.weekday            int, 0 (Sunday) – 6 (Saturday), in the server's time zone
+//	request.amount             double, the sum of amount(details.instructedAmount) over all
+//	                           the request's elements (0 for those without one), so that a
+//	                           payment split across elements is seen whole
+//	request.elements           int, how many elements the request has
 //
 // recent is the velocity of earlier requests of the same request type as the
 // element, made by this agent (for any user) or for this user (by any agent),

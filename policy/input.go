@@ -39,6 +39,11 @@ type Request struct {
 	RequestedExpiry int64    `cel:"requested_expiry"` // seconds; 0 when the client sent none
 	Hour            int64    `cel:"hour"`
 	Weekday         int64    `cel:"weekday"`
+	// Amount is the sum of amount(details.instructedAmount) over all the
+	// request's elements, and Elements their number: rules can see a payment
+	// split across elements as the whole it is.
+	Amount   float64 `cel:"amount"`
+	Elements int64   `cel:"elements"`
 }
 
 // Recent is the velocity of earlier requests of the element's request type:
