@@ -392,3 +392,42 @@ func TestSplitPayment(t *testing.T) {
 		}
 	}
 }
+
+// TestUserCodeLockout: five wrong user codes lock the code; then even the
+// right one is refused until the lock runs out, and a right code resets the
+// count.
+func TestUserCodeLockout(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	if _, err := f.store.CreateUser(ctx, NewUser{Email: "bob@example.com", UserCode: "2468"}); err != nil {
+		t.Fatal(err)
+	}
+	try := func(code string) error {
+		_, err := f.svc.Authorize(ctx, f.agent, AuthRequest{Scope: "openid", LoginHint: "bob@example.com",
+			UserCode: code, AuthorizationDetails: payment("5.00", "EUR")})
+		return err
+	}
+	if err := try("2468"); err != nil {
+		t.Fatalf("right code: %v", err)
+	}
+	for i := range 5 {
+		var ref *Refusal
+		if err := try("0000"); !errors.As(err, &ref) || ref.Code != CodeInvalidUserCode {
+			t.Fatalf("wrong code %d: %v", i+1, err)
+		}
+	}
+	var ref *Refusal
+	if err := try("2468"); !errors.As(err, &ref) || ref.Code != CodeInvalidUserCode || !strings.Contains(ref.Description, "locked") {
+		t.Fatalf("right code while locked: %v, want invalid_user_code (locked)", err)
+	}
+	if _, err := f.db.Exec(`UPDATE users SET user_code_locked_until = now() - interval '1 second' WHERE email = 'bob@example.com'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("2468"); err != nil {
+		t.Fatalf("right code after the lock: %v", err)
+	}
+	var failures int
+	if err := f.db.Get(&failures, `SELECT user_code_failures FROM users WHERE email = 'bob@example.com'`); err != nil || failures != 0 {
+		t.Fatalf("failures after a right code: %d (err %v), want 0", failures, err)
+	}
+}

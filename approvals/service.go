@@ -67,6 +67,7 @@ type Service struct {
 	logger   *slog.Logger
 
 	policies   *PolicyStore
+	argon      chan struct{} // argonSlots tokens
 	tz         *time.Location
 	clientKeys *clientKeySource
 	hints      *hintIssuers
@@ -91,6 +92,7 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	}
 	s.clientKeys = newClientKeySource(cfg.HTTPClient, s.now)
 	s.policies = NewPolicyStore(store)
+	s.argon = make(chan struct{}, argonSlots)
 	s.tz = cfg.TimeZone
 	if s.tz == nil {
 		s.tz = time.UTC
@@ -315,16 +317,48 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 		if p.UserCode == "" {
 			return User{}, refuse(CodeMissingUserCode, "this user requires a user_code")
 		}
-		ok, err := userCodeMatches(*u.UserCodeHash, p.UserCode)
-		if err != nil {
+		if err := s.checkUserCode(ctx, u, p.UserCode); err != nil {
 			return User{}, err
-		}
-		if !ok {
-			return User{}, refuse(CodeInvalidUserCode, "the user_code is not valid")
 		}
 	}
 	return u, nil
 }
+
+// checkUserCode checks a user code against the user's argon2id hash. Wrong
+// codes are counted and lock the code after five; the memory-hard hash runs
+// at most argonSlots at a time, so guessing cannot exhaust memory.
+func (s *Service) checkUserCode(ctx context.Context, u User, code string) error {
+	locked, err := s.store.userCodeLocked(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	if locked {
+		return refuse(CodeInvalidUserCode, "too many wrong user codes; the code is locked for a while")
+	}
+	select {
+	case s.argon <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	ok, err := userCodeMatches(*u.UserCodeHash, code)
+	<-s.argon
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := s.store.userCodeFailed(ctx, u.ID); err != nil {
+			return err
+		}
+		return refuse(CodeInvalidUserCode, "the user_code is not valid")
+	}
+	if u.UserCodeFailures > 0 {
+		return s.store.userCodeSucceeded(ctx, u.ID)
+	}
+	return nil
+}
+
+// argonSlots bounds concurrent argon2id hashes (64 MiB each).
+const argonSlots = 2
 
 // audience decides the token's aud: the resource indicators given (RFC 8707),
 // else the details' locations (RFC 9396 §2.2), else the resource servers

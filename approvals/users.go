@@ -19,8 +19,11 @@ type User struct {
 	Roles        pq.StringArray `db:"roles" json:"roles"`
 	Groups       pq.StringArray `db:"groups" json:"groups"`
 	UserCodeHash *string        `db:"user_code_hash" json:"-"`
-	Status       string         `db:"status" json:"status"`
-	CreatedAt    time.Time      `db:"created_at" json:"created_at"`
+	// Wrong user codes in a row, and until when the code is locked.
+	UserCodeFailures    int        `db:"user_code_failures" json:"-"`
+	UserCodeLockedUntil *time.Time `db:"user_code_locked_until" json:"-"`
+	Status              string     `db:"status" json:"status"`
+	CreatedAt           time.Time  `db:"created_at" json:"created_at"`
 }
 
 // HasUserCode reports whether the user's requests must carry a user_code.
@@ -33,7 +36,7 @@ type NewUser struct {
 	UserCode      string // optional; then every request for this user must carry it
 }
 
-const userColumns = `id, email, name, roles, groups, user_code_hash, status, created_at`
+const userColumns = `id, email, name, roles, groups, user_code_hash, user_code_failures, user_code_locked_until, status, created_at`
 
 const createUserSQL = `
 INSERT INTO users (id, email, name, roles, groups, user_code_hash)
@@ -115,4 +118,43 @@ func sortedSet(in []string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// Limits on guessing a user code.
+const (
+	userCodeMaxFailures = 5
+	userCodeLockout     = 15 * time.Minute
+)
+
+const userCodeFailedSQL = `
+UPDATE users SET user_code_failures = user_code_failures + 1,
+	user_code_locked_until = CASE WHEN user_code_failures + 1 >= $2 THEN now() + make_interval(secs => $3) END
+WHERE id = $1`
+
+// userCodeFailed counts a wrong user code; the fifth in a row locks the code.
+func (s *Store) userCodeFailed(ctx context.Context, userID string) error {
+	if _, err := s.db.ExecContext(ctx, userCodeFailedSQL, userID, userCodeMaxFailures, userCodeLockout.Seconds()); err != nil {
+		return fmt.Errorf("approvals: user code failure: %w", err)
+	}
+	return nil
+}
+
+// userCodeLocked reports whether the user's code is locked now (the
+// database's clock).
+func (s *Store) userCodeLocked(ctx context.Context, userID string) (bool, error) {
+	var locked bool
+	err := s.db.GetContext(ctx, &locked, `SELECT coalesce(user_code_locked_until > now(), false) FROM users WHERE id = $1`, userID)
+	if err != nil {
+		return false, fmt.Errorf("approvals: user code lock: %w", translate(err))
+	}
+	return locked, nil
+}
+
+// userCodeSucceeded clears the count of wrong user codes.
+func (s *Store) userCodeSucceeded(ctx context.Context, userID string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE users SET user_code_failures = 0, user_code_locked_until = NULL WHERE id = $1 AND user_code_failures > 0`, userID)
+	if err != nil {
+		return fmt.Errorf("approvals: user code success: %w", err)
+	}
+	return nil
 }
