@@ -1,9 +1,12 @@
 package approvals
 
 import (
+	"encoding/json"
+
 	"context"
 	"errors"
 	"fmt"
+	jose "github.com/go-jose/go-jose/v4"
 	"net/url"
 	"slices"
 	"strings"
@@ -72,9 +75,8 @@ func (a *NewAgent) validate() error {
 			return fmt.Errorf("%w: a notification endpoint is only for ping delivery", ErrInvalidInput)
 		}
 	case DeliveryPing:
-		u, err := url.Parse(a.NotifyURL)
-		if a.NotifyURL == "" || err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
-			return fmt.Errorf("%w: ping delivery needs an absolute client_notification_endpoint URL", ErrInvalidInput)
+		if !outboundURL(a.NotifyURL) {
+			return fmt.Errorf("%w: ping delivery needs a client_notification_endpoint https URL (http only to loopback, for development)", ErrInvalidInput)
 		}
 	default:
 		return fmt.Errorf("%w: delivery must be poll or ping, not %q", ErrInvalidInput, a.DeliveryMode)
@@ -91,6 +93,20 @@ func (a *NewAgent) validate() error {
 		if (len(a.JWKS) > 0) == (a.JWKSURL != "") {
 			return fmt.Errorf("%w: private_key_jwt needs exactly one of a JWKS file or a JWKS URL", ErrInvalidInput)
 		}
+		if a.JWKSURL != "" && !outboundURL(a.JWKSURL) {
+			return fmt.Errorf("%w: the JWKS URL must be https (http only to loopback, for development)", ErrInvalidInput)
+		}
+		if len(a.JWKS) > 0 {
+			var set jose.JSONWebKeySet
+			if err := json.Unmarshal(a.JWKS, &set); err != nil || len(set.Keys) == 0 {
+				return fmt.Errorf("%w: the JWKS is not a JSON Web Key Set with at least one key", ErrInvalidInput)
+			}
+			for _, k := range set.Keys {
+				if !k.IsPublic() {
+					return fmt.Errorf("%w: the JWKS holds a private key; register the public keys only", ErrInvalidInput)
+				}
+			}
+		}
 	default:
 		return fmt.Errorf("%w: auth must be client_secret_basic, client_secret_post or private_key_jwt, not %q", ErrInvalidInput, a.AuthMethod)
 	}
@@ -101,6 +117,24 @@ func (a *NewAgent) validate() error {
 		return fmt.Errorf("%w: id_token_signed_response_alg must be ES256 or RS256", ErrInvalidInput)
 	}
 	return nil
+}
+
+// outboundURL accepts a URL this server will call: https, or plain http to a
+// loopback host (development). Where it may actually connect is decided at
+// connect time (notify.Policy).
+func outboundURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Hostname() == "" || u.Fragment != "" || u.User != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "https":
+		return true
+	case "http":
+		h := u.Hostname()
+		return h == "localhost" || h == "127.0.0.1" || h == "::1"
+	}
+	return false
 }
 
 func validDomain(d string) bool {

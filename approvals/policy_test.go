@@ -431,3 +431,32 @@ func TestUserCodeLockout(t *testing.T) {
 		t.Fatalf("failures after a right code: %d (err %v), want 0", failures, err)
 	}
 }
+
+// TestAgentRegistrationURLs: endpoints and keys that the server would call or
+// trust are checked when the agent is registered.
+func TestAgentRegistrationURLs(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		n    NewAgent
+		ok   bool
+	}{
+		{"https ping", NewAgent{DeliveryMode: DeliveryPing, NotifyURL: "https://agent.example.com/cb"}, true},
+		{"loopback http ping", NewAgent{DeliveryMode: DeliveryPing, NotifyURL: "http://127.0.0.1:9000/cb"}, true},
+		{"http ping", NewAgent{DeliveryMode: DeliveryPing, NotifyURL: "http://agent.example.com/cb"}, false},
+		{"ftp ping", NewAgent{DeliveryMode: DeliveryPing, NotifyURL: "ftp://agent.example.com/cb"}, false},
+		{"http JWKS URL", NewAgent{AuthMethod: AuthPrivateKeyJWT, JWKSURL: "http://keys.example.com/jwks"}, false},
+		{"private key in JWKS", NewAgent{AuthMethod: AuthPrivateKeyJWT, JWKS: []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}`)}, false},
+		{"empty JWKS", NewAgent{AuthMethod: AuthPrivateKeyJWT, JWKS: []byte(`{"keys":[]}`)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tc.n
+			n.Name, n.Domain, n.Types = "A", "a.example.com", []string{"payment_initiation"}
+			_, _, err := f.store.CreateAgent(ctx, n)
+			if tc.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidInput)) {
+				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -53,11 +53,19 @@ func (f *fixture) agent(notifyURL string) approvals.Agent {
 	f.t.Helper()
 	n := approvals.NewAgent{Name: "Agent", Domain: "agent.example.com", Types: []string{"payment_initiation"}}
 	if notifyURL != "" {
-		n.DeliveryMode, n.NotifyURL = approvals.DeliveryPing, notifyURL
+		n.DeliveryMode, n.NotifyURL = approvals.DeliveryPing, "https://placeholder.example/cb"
 	}
 	a, _, err := f.store.CreateAgent(context.Background(), n)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if notifyURL != "" {
+		// Set the endpoint directly: the worker must refuse a bad target even
+		// if registration (which refuses most) let one through.
+		if _, err := f.store.DB().Exec(`UPDATE agents SET notify_url = $2 WHERE id = $1`, a.ID, notifyURL); err != nil {
+			f.t.Fatal(err)
+		}
+		a.NotifyURL = &notifyURL
 	}
 	return a
 }
