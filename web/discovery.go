@@ -64,7 +64,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) error {
 		TokenEndpointAuthMethodsSupported:      append(secretMethods, approvals.AuthPrivateKeyJWT),
 		TokenEndpointAuthSigningAlgs:           []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"},
 		IntrospectionEndpointAuthMethods:       secretMethods,
-		RevocationEndpointAuthMethods:          secretMethods,
+		RevocationEndpointAuthMethods:          append(secretMethods, approvals.AuthPrivateKeyJWT),
 		ClaimsSupported:                        []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "email", "at_hash", "urn:openid:params:jwt:claim:auth_req_id"},
 		ACRValuesSupported:                     []string{approvals.ACRPolicy, approvals.ACRApproval, approvals.ACRStepUp},
 		BackchannelTokenDeliveryModesSupported: []string{approvals.DeliveryPoll, approvals.DeliveryPing},
