@@ -496,9 +496,11 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 		req.DecisionReason = req.PolicyReason
 		return nil
 	}
-	recent, err := s.store.recent(ctx, tx, agent.ID, user.ID, req.Types)
-	if err != nil {
-		return err
+	recent := map[string]policy.Recent{}
+	if set.ReadsRecent(req.Types...) {
+		if recent, err = s.store.recent(ctx, tx, agent.ID, user.ID, req.Types); err != nil {
+			return err
+		}
 	}
 	now := s.now().In(s.tz)
 	in := policy.Input{

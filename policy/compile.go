@@ -31,6 +31,8 @@ type Set struct {
 type typeRules struct {
 	rules  []compiledRule
 	chunks []chunk
+	// readsRecent is set when a condition refers to the recent variable.
+	readsRecent bool
 	// failure is what a rule that cannot be evaluated decides: the strictest
 	// outcome the type's rules can reach.
 	failure Outcome
@@ -42,6 +44,8 @@ type compiledRule struct {
 	outcome Outcome
 	reason  string
 	prg     cel.Program // nil when the condition is always true
+	// readsRecent is set when the condition refers to the recent variable.
+	readsRecent bool
 }
 
 // chunk is up to chunkSize consecutive rules folded into one program,
@@ -88,6 +92,7 @@ func Compile(f *File) (*Set, error) {
 			seen[r.ID] = true
 			errs = append(errs, es...)
 			tr.rules = append(tr.rules, c)
+			tr.readsRecent = tr.readsRecent || c.readsRecent
 			alwaysLast = always
 		}
 		tr.failure = strictest(tr.rules, !alwaysLast)
@@ -148,6 +153,9 @@ func compileRule(env *cel.Env, file, typ string, r Rule) (compiledRule, bool, Er
 	if est.Max > MaxCost {
 		fail(whenLine, whenCol, "condition may cost up to %d, over the limit of %d (avoid nested loops over lists)", est.Max, MaxCost)
 		return c, false, errs
+	}
+	for _, ref := range a.NativeRep().ReferenceMap() {
+		c.readsRecent = c.readsRecent || ref.Name == "recent"
 	}
 	if isTrue(a.NativeRep().Expr()) {
 		return c, true, errs

@@ -164,3 +164,20 @@ func TestCompileBuiltFile(t *testing.T) {
 		t.Errorf("reason %q, want the outcome's", d.Reason)
 	}
 }
+
+func TestReadsRecent(t *testing.T) {
+	f, err := ParseFile("p.yaml", []byte(`types:
+  a: [{id: velocity, when: "recent.agent.hour.total.count > 3", outcome: approve}, {id: rest, outcome: allow}]
+  b: [{id: amount, when: "details.x == 'recent'", outcome: approve}, {id: rest, outcome: allow}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.ReadsRecent("a") || s.ReadsRecent("b") || s.ReadsRecent("c") || !s.ReadsRecent("b", "a") {
+		t.Fatalf("ReadsRecent: a %v, b %v, c %v", s.ReadsRecent("a"), s.ReadsRecent("b"), s.ReadsRecent("c"))
+	}
+}

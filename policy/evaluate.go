@@ -36,6 +36,17 @@ func (s *Set) Types() []string {
 	return names
 }
 
+// ReadsRecent reports whether any rule of the given types refers to recent,
+// so the caller can skip gathering velocity counts that no rule reads.
+func (s *Set) ReadsRecent(types ...string) bool {
+	for _, t := range types {
+		if tr := s.types[t]; tr != nil && tr.readsRecent {
+			return true
+		}
+	}
+	return false
+}
+
 // Evaluate decides one element of request type typ: the first rule whose
 // condition holds wins, and no match (or a type without rules) is a deny
 // with [ReasonNoMatch]. A condition that fails at evaluation time (a missing
