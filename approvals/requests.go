@@ -63,21 +63,10 @@ type Request struct {
 type QuorumJSON []policy.QuorumRequirement
 
 // Value implements driver.Valuer.
-func (q QuorumJSON) Value() (driver.Value, error) {
-	if q == nil {
-		return []byte("[]"), nil
-	}
-	return json.Marshal(q)
-}
+func (q QuorumJSON) Value() (driver.Value, error) { return jsonbValue(q, q == nil, "[]") }
 
 // Scan implements sql.Scanner.
-func (q *QuorumJSON) Scan(src any) error {
-	b, ok := src.([]byte)
-	if !ok {
-		return fmt.Errorf("approvals: quorum: unexpected %T", src)
-	}
-	return json.Unmarshal(b, q)
-}
+func (q *QuorumJSON) Scan(src any) error { return jsonbScan(src, q) }
 
 // LogValue keeps the details and the notification token out of logs.
 func (r Request) LogValue() slog.Value {
@@ -90,21 +79,10 @@ func (r Request) LogValue() slog.Value {
 type TypeVersions map[string]int
 
 // Value implements driver.Valuer.
-func (t TypeVersions) Value() (driver.Value, error) {
-	if t == nil {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(t)
-}
+func (t TypeVersions) Value() (driver.Value, error) { return jsonbValue(t, t == nil, "{}") }
 
 // Scan implements sql.Scanner.
-func (t *TypeVersions) Scan(src any) error {
-	b, ok := src.([]byte)
-	if !ok {
-		return fmt.Errorf("approvals: type versions: unexpected %T", src)
-	}
-	return json.Unmarshal(b, t)
-}
+func (t *TypeVersions) Scan(src any) error { return jsonbScan(src, t) }
 
 const requestColumns = `id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,

@@ -76,20 +76,26 @@ func translate(err error) error {
 type Labels map[string]string
 
 // Value implements driver.Valuer.
-func (l Labels) Value() (driver.Value, error) {
-	if l == nil {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(l)
-}
+func (l Labels) Value() (driver.Value, error) { return jsonbValue(l, l == nil, "{}") }
 
 // Scan implements sql.Scanner.
-func (l *Labels) Scan(src any) error {
+func (l *Labels) Scan(src any) error { return jsonbScan(src, l) }
+
+// jsonbValue encodes v for a jsonb column; a nil v is stored as empty.
+func jsonbValue(v any, isNil bool, empty string) (driver.Value, error) {
+	if isNil {
+		return []byte(empty), nil
+	}
+	return json.Marshal(v)
+}
+
+// jsonbScan decodes a jsonb column into dst.
+func jsonbScan(src any, dst any) error {
 	b, ok := src.([]byte)
 	if !ok {
-		return fmt.Errorf("approvals: labels: unexpected %T", src)
+		return fmt.Errorf("approvals: jsonb column: unexpected %T", src)
 	}
-	return json.Unmarshal(b, l)
+	return json.Unmarshal(b, dst)
 }
 
 // NullJSON is a nullable jsonb value.
