@@ -1,12 +1,10 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"slices"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -149,7 +146,6 @@ func TestOAuthWrongMethod(t *testing.T) {
 // the OAuth endpoints answer 503 temporarily_unavailable, never 500.
 func TestOAuthDatabaseDown(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	conf := pgtest.NewConfig(t)
 	network, address := pgtest.Addr(conf)
 	proxy := newFlakyProxy(t, network, address)
@@ -161,40 +157,7 @@ func TestOAuthDatabaseDown(t *testing.T) {
 	}
 	defer db.Close()
 
-	store := approvals.NewStore(db, nil)
-	keys, err := approvals.NewKeyStore(db, testKEK, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
-	types := approvals.NewTypeStore(store)
-	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "approve-all.yaml", []byte(approveAll)); err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	svc := approvals.NewService(store, types, keys, approvals.Config{Issuer: srv.URL, KEK: testKEK})
-	mux.Handle("/", New(Options{DB: db, Service: svc, Logger: slog.New(slog.NewTextHandler(tLogWriter{t}, nil))}).Handler())
-	e := &testEnv{t: t, db: db, svc: svc, srv: srv}
-	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
-		t.Fatal(err)
-	}
-	a, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "A", Domain: "a.example.com", Types: []string{"payment_initiation"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.agent = client{ID: a.ID, Secret: secret, Basic: true}
-	rs, secret, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: testAudience, Types: []string{"payment_initiation"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rs = client{ID: rs.ID, Secret: secret, Basic: true}
+	e := newTestEnvOn(t, db, nil, slog.New(slog.NewTextHandler(tLogWriter{t}, nil)))
 	tok, _ := e.token(paymentEUR)
 	pending, _ := e.authorize(e.agent, paymentEUR, nil)
 

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -66,8 +67,14 @@ func newTestEnv(t testing.TB) *testEnv {
 // newTestEnvWith is newTestEnv with a hook that adjusts the service's Config.
 func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 	t.Helper()
+	return newTestEnvOn(t, pgtest.New(t), configure, nil)
+}
+
+// newTestEnvOn is newTestEnvWith on a given (migrated) database, with the
+// server logging to logger (nil: nowhere).
+func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger) *testEnv {
+	t.Helper()
 	ctx := context.Background()
-	db := pgtest.New(t)
 	store := approvals.NewStore(db, nil)
 	keys, err := approvals.NewKeyStore(db, testKEK, nil)
 	if err != nil {
@@ -92,7 +99,7 @@ func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 		configure(&cfg)
 	}
 	e.svc = approvals.NewService(store, types, keys, cfg)
-	handler.Handle("/", New(Options{DB: db, Service: e.svc}).Handler())
+	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger}).Handler())
 
 	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)
