@@ -162,19 +162,14 @@ func (s *Service) Redeem(ctx context.Context, rs ResourceServer, token string, d
 		return Redemption{Reason: ReasonInvalidToken}, nil
 	}
 	if len(details) > 0 {
-		reg, _, err := s.types.Registry(ctx)
+		// The hash decides, not the current type definitions: the details
+		// were validated when they were approved, and a type changed since
+		// must not make the approved transaction unredeemable.
+		h, err := rar.CanonicalHash(details)
 		if err != nil {
-			return Redemption{}, err
+			return Redemption{Reason: ReasonTransactionMismatch}, nil
 		}
-		d, err := reg.Parse(details)
-		if err != nil {
-			var fe *rar.FieldError
-			if errors.As(err, &fe) {
-				return Redemption{Reason: ReasonTransactionMismatch}, nil
-			}
-			return Redemption{}, err
-		}
-		detailsHash = d.Hash
+		detailsHash = h
 	}
 	r, now, err := s.store.RequestByJTI(ctx, claims.JTI)
 	if errors.Is(err, ErrNotFound) {

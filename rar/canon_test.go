@@ -268,3 +268,24 @@ func TestElementRaw(t *testing.T) {
 		t.Errorf("elements = %+v", d.Elements)
 	}
 }
+
+// TestCanonicalHashMatchesParse: the schema-free hash of a valid request is
+// the hash Parse gives it, and it still applies the limits.
+func TestCanonicalHashMatchesParse(t *testing.T) {
+	reg := demoRegistry(t)
+	raw := []byte(`[{"type":"payment_initiation","instructedAmount":{"amount":"500.00","currency":"EUR"},"creditorName":"Alice Smith","creditorAccount":{"iban":"DE89370400440532013000"}}]`)
+	d, err := reg.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := CanonicalHash(raw)
+	if err != nil || h != d.Hash {
+		t.Fatalf("CanonicalHash = %q, %v; want %q", h, err, d.Hash)
+	}
+	if _, err := CanonicalHash([]byte(`[{"a":1,"a":2}]`)); err == nil {
+		t.Fatal("duplicate keys accepted")
+	}
+	if _, err := CanonicalHash(make([]byte, MaxBytes+1)); err == nil {
+		t.Fatal("oversized input accepted")
+	}
+}

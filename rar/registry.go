@@ -125,8 +125,15 @@ func (r *Registry) Parse(raw []byte) (*Details, error) {
 		}
 		d.Elements[i] = Element{Type: ct.Name, Value: v}
 	}
+	canonicalize(d, elems, len(raw))
+	return d, nil
+}
+
+// canonicalize sets d's canonical form and hash (and each element's Raw) from
+// the decoded elements.
+func canonicalize(d *Details, elems []map[string]any, size int) {
 	// RFC 8785 §3.2 over the whole array: "[" elements joined by "," "]".
-	buf := make([]byte, 0, len(raw)+16)
+	buf := make([]byte, 0, size+16)
 	buf = append(buf, '[')
 	for i, v := range elems {
 		if i > 0 {
@@ -139,7 +146,24 @@ func (r *Registry) Parse(raw []byte) (*Details, error) {
 	buf = append(buf, ']')
 	d.Canonical = buf[:len(buf):len(buf)]
 	d.Hash = Hash(d.Canonical)
-	return d, nil
+}
+
+// CanonicalHash returns the authorization_details_hash of raw under the same
+// limits and rules as Parse, but without the registered types: it answers
+// "is this the request that was approved?" for a resource server about to
+// execute it, even after its type has changed. Any rejection is a
+// *FieldError.
+func CanonicalHash(raw []byte) (string, error) {
+	if len(raw) > MaxBytes {
+		return "", wholeError("max_bytes", fmt.Sprintf("authorization_details is %d bytes, at most %d are allowed", len(raw), MaxBytes))
+	}
+	elems, ferr := decodeArray(raw)
+	if ferr != nil {
+		return "", ferr
+	}
+	d := &Details{Elements: make([]Element, len(elems))}
+	canonicalize(d, elems, len(raw))
+	return d.Hash, nil
 }
 
 // lookup finds the registered type of element i. RFC 9396 §2: "type" is

@@ -285,3 +285,23 @@ func TestJWKSURLNoSSRF(t *testing.T) {
 		t.Fatalf("the internal JWKS server was fetched %d times", n)
 	}
 }
+
+// TestRedeemAfterTypeChange: a token stays redeemable for exactly the
+// approved details after its type's schema is tightened.
+func TestRedeemAfterTypeChange(t *testing.T) {
+	e := newTestEnv(t)
+	tok, _ := e.token(paymentEUR)
+	types := demoTypes(t)
+	for i := range types {
+		if types[i].Name == "payment_initiation" {
+			types[i].Schema = []byte(`{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","required":["type","nothing_like_before"]}`)
+		}
+	}
+	if _, err := e.svc.Types().Apply(context.Background(), types); err != nil {
+		t.Fatal(err)
+	}
+	r := e.postForm("/redeem", &e.rs, url.Values{"token": {tok}, "authorization_details": {paymentEUR}})
+	if r.JSON(t)["active"] != true {
+		t.Fatalf("redeem after the type changed: %s", r.Body)
+	}
+}
