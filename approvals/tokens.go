@@ -61,7 +61,7 @@ func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (Tok
 		if !live {
 			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
 		}
-		return s.issue(ctx, agent, r)
+		return s.issue(ctx, agent, r, poll.Now)
 	default: // cancelled, or the token was already collected
 		return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
 	}
@@ -70,12 +70,16 @@ func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (Tok
 // issue mints the token pair for an approved request and records it, in that
 // order: if recording fails (another poll won) the minted tokens are dropped
 // unseen, so the token is handed out exactly once.
-func (s *Service) issue(ctx context.Context, agent Agent, r Request) (TokenResponse, error) {
+//
+// now is the database's clock, the one the request's expiry and every guard
+// use, so a replica whose clock drifts cannot mint a token that outlives the
+// request or is born expired.
+func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Time) (TokenResponse, error) {
 	ring, err := s.keys.Keyring(ctx)
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	now := s.now().Truncate(time.Second)
+	now = now.Truncate(time.Second)
 	exp := now.Add(s.tokenTTL)
 	if r.ExpiresAt.Before(exp) {
 		exp = r.ExpiresAt.Truncate(time.Second)
