@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/rar"
@@ -390,13 +391,19 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return errUsage{fmt.Errorf("keys: want rotate or list")}
 	}
 	sub := args[0]
-	var asJSON bool
+	var asJSON, force bool
 	return adminCmd(ctx, "keys "+sub, args[1:], stdout, stderr, getenv, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		if sub == "rotate" {
+			fs.BoolVar(&force, "force", false, "rotate even if tokens signed with the keys it retires may still be live")
+		}
 	}, func(ctx context.Context, a *app) error {
 		var keys []approvals.KeyInfo
 		var err error
 		if sub == "rotate" {
+			if err := rotationIsSafe(ctx, a); err != nil && !force {
+				return errUsage{err}
+			}
 			keys, err = a.svc.Keys().Rotate(ctx)
 		} else {
 			keys, err = a.svc.Keys().List(ctx)
@@ -414,4 +421,32 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		}
 		return tw.Flush()
 	})
+}
+
+// rotationIsSafe refuses a rotation that would retire keys which may still
+// have signed live tokens: the previous keys are retired by the next
+// rotation, so the current ones must have been current for a whole token
+// lifetime first.
+func rotationIsSafe(ctx context.Context, a *app) error {
+	keys, err := a.svc.Keys().List(ctx)
+	if err != nil {
+		return err
+	}
+	hasPrevious := false
+	var newest time.Time
+	for _, k := range keys {
+		switch k.Status {
+		case approvals.KeyPrevious:
+			hasPrevious = true
+		case approvals.KeyCurrent:
+			if k.CreatedAt.After(newest) {
+				newest = k.CreatedAt
+			}
+		}
+	}
+	if age := time.Since(newest); hasPrevious && age < approvals.DefaultTokenTTL {
+		return fmt.Errorf("keys rotate: the last rotation was %s ago; rotating again before %s would retire keys that may have signed live tokens (use --force to rotate anyway)",
+			age.Round(time.Second), approvals.DefaultTokenTTL)
+	}
+	return nil
 }

@@ -186,3 +186,24 @@ func readFile(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestKeysRotateGuard: a second rotation within a token lifetime is refused
+// (it would retire keys that signed live tokens) unless forced.
+func TestKeysRotateGuard(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	if out := cli(t, url, "keys", "rotate"); !strings.Contains(out, "current") {
+		t.Fatalf("first rotation:\n%s", out)
+	}
+	cmd := exec.Command(binary, "keys", "rotate")
+	cmd.Env = env("DATABASE_URL="+url, testKEK)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "use --force") {
+		t.Fatalf("second rotation at once: err %v\n%s", err, out)
+	}
+	if out := cli(t, url, "keys", "rotate", "--force"); !strings.Contains(out, "current") {
+		t.Fatalf("forced rotation:\n%s", out)
+	}
+	if list := cli(t, url, "keys", "list"); strings.Count(list, "retired") != 2 {
+		t.Fatalf("after the forced rotation, want the two first keys retired:\n%s", list)
+	}
+}
