@@ -404,3 +404,15 @@ func (s *Service) DryRun(ctx context.Context, name string, source, details []byt
 	out.Requirement = policy.Combine(out.Elements, acrValues)
 	return out, nil
 }
+
+const purgeVelocitySQL = `DELETE FROM request_velocity WHERE bucket < velocity_bucket(now() - interval '1 day')`
+
+// PurgeVelocity deletes velocity counters older than any window reads (a
+// day), so the counters stay a few dozen rows per agent and user.
+func (s *Store) PurgeVelocity(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx, purgeVelocitySQL)
+	if err != nil {
+		return 0, fmt.Errorf("approvals: purge velocity: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -5,11 +5,14 @@ import (
 	"time"
 )
 
-// Sweep expires due requests every interval until ctx ends. It is safe to
-// run on every replica: each batch claims its rows with SKIP LOCKED.
+// Sweep expires due requests every interval until ctx ends, and once a
+// minute forgets what no one reads any more (expired client-assertion jtis,
+// velocity counters older than a day). It is safe to run on every replica:
+// each batch claims its rows with SKIP LOCKED, and the purges are idempotent.
 func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var lastPurge time.Time
 	for {
 		for {
 			ids, err := s.store.ExpireDue(ctx, 500)
@@ -26,10 +29,18 @@ func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 				break
 			}
 		}
-		if n, err := s.store.PurgeAssertionJTIs(ctx); err != nil && ctx.Err() == nil {
-			s.logger.WarnContext(ctx, "purging client assertion jtis failed", "err", err)
-		} else if n > 0 {
-			s.logger.DebugContext(ctx, "client assertion jtis purged", "count", n)
+		if time.Since(lastPurge) >= time.Minute {
+			lastPurge = time.Now()
+			if n, err := s.store.PurgeAssertionJTIs(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "purging client assertion jtis failed", "err", err)
+			} else if n > 0 {
+				s.logger.DebugContext(ctx, "client assertion jtis purged", "count", n)
+			}
+			if n, err := s.store.PurgeVelocity(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "purging velocity counters failed", "err", err)
+			} else if n > 0 {
+				s.logger.DebugContext(ctx, "old velocity counters purged", "count", n)
+			}
 		}
 		select {
 		case <-ctx.Done():

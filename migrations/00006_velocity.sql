@@ -35,6 +35,8 @@ CREATE TABLE request_velocity (
     amount   double precision NOT NULL,
     PRIMARY KEY (subject, type, bucket, class)
 );
+-- Buckets older than a day are never read; the sweeper deletes them by this.
+CREATE INDEX request_velocity_bucket ON request_velocity (bucket);
 
 -- +goose StatementBegin
 CREATE FUNCTION request_velocity_track() RETURNS trigger
