@@ -255,8 +255,12 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if err != nil {
 		return Created{}, err
 	}
+	version := 0
+	if stored.PolicyVersion != nil {
+		version = *stored.PolicyVersion
+	}
 	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,
-		"policy_version", req.PolicyVersion, "rule", stored.PolicyRule)
+		"policy_version", version, "rule", stored.PolicyRule)
 	if stored.State == StateDenied {
 		// SPEC §4: deny refuses at request time with the rule's reason; the
 		// request is kept for velocity counts and the audit trail.
