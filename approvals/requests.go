@@ -316,6 +316,10 @@ func (s *Store) IssueToken(ctx context.Context, id, jti string, issuedAt, expire
 	if err == nil {
 		return r, nil
 	}
+	// No row changed. The state machine explains expiry and wrong states;
+	// when it finds nothing wrong with the request (whyNot then says another
+	// caller won) yet the request is still approved, the agent or user guard
+	// stopped it: one of them is suspended.
 	why := s.whyNot(ctx, id, EventIssue, err)
 	if errors.Is(why, ErrAlreadyDecided) && !errors.Is(why, ErrWrongState) {
 		cur, rerr := s.Request(ctx, id)

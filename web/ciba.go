@@ -18,13 +18,23 @@ type authorizeResponse struct {
 	ApprovalURL string `json:"approval_url"`
 }
 
-// bcAuthorize is the backchannel authentication endpoint (CIBA §7).
-func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
-	f, err := parseForm(r, "resource")
+// agentForm reads what every agent endpoint starts with: the form (with the
+// parameters that may repeat) and the authenticated agent.
+func (s *Server) agentForm(r *http.Request, repeatable ...string) (oauthForm, approvals.Agent, error) {
+	f, err := parseForm(r, repeatable...)
 	if err != nil {
-		return err
+		return nil, approvals.Agent{}, err
 	}
 	agent, err := s.authenticateAgent(r, f)
+	if err != nil {
+		return nil, approvals.Agent{}, err
+	}
+	return f, agent, nil
+}
+
+// bcAuthorize is the backchannel authentication endpoint (CIBA §7).
+func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
+	f, agent, err := s.agentForm(r, "resource")
 	if err != nil {
 		return err
 	}
@@ -78,11 +88,7 @@ func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
 
 // bcCancel lets an agent withdraw a pending request.
 func (s *Server) bcCancel(w http.ResponseWriter, r *http.Request) error {
-	f, err := parseForm(r)
-	if err != nil {
-		return err
-	}
-	agent, err := s.authenticateAgent(r, f)
+	f, agent, err := s.agentForm(r)
 	if err != nil {
 		return err
 	}
@@ -100,11 +106,7 @@ func (s *Server) bcCancel(w http.ResponseWriter, r *http.Request) error {
 
 // token is the token endpoint for the CIBA grant (CIBA §10.1, §11).
 func (s *Server) token(w http.ResponseWriter, r *http.Request) error {
-	f, err := parseForm(r)
-	if err != nil {
-		return err
-	}
-	agent, err := s.authenticateAgent(r, f)
+	f, agent, err := s.agentForm(r)
 	if err != nil {
 		return err
 	}
