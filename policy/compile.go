@@ -155,7 +155,7 @@ func compileRule(env *cel.Env, file, typ string, r Rule) (compiledRule, bool, Er
 		return c, false, errs
 	}
 	for _, ref := range a.NativeRep().ReferenceMap() {
-		c.readsRecent = c.readsRecent || ref.Name == "recent"
+		c.readsRecent = c.readsRecent || ref.Name == "recent" || strings.HasPrefix(ref.Name, "recent.")
 	}
 	if isTrue(a.NativeRep().Expr()) {
 		return c, true, errs

@@ -27,7 +27,8 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 		),
 		// Must follow NativeTypes: it wraps the adapter NativeTypes installs.
 		func(e *cel.Env) (*cel.Env, error) {
-			return cel.CustomTypeAdapter(&jsonAdapter{e.CELTypeAdapter()})(e)
+			celAdapter = &jsonAdapter{e.CELTypeAdapter()}
+			return cel.CustomTypeAdapter(celAdapter)(e)
 		},
 		ext.Strings(),
 		// Admins write amount(details.instructedAmount) > 10000, a double
@@ -38,6 +39,7 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("user", cel.ObjectType("policy.User")),
 		cel.Variable("request", cel.ObjectType("policy.Request")),
 		cel.Variable("recent", cel.ObjectType("policy.Recent")),
+		leafVariables(),
 		// One binding per function rather than per overload: cel-go then
 		// skips the run-time signature check, which for a map argument
 		// walks the whole map on every call.
@@ -59,16 +61,32 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 // of a string, NaN or a missing field is an evaluation error, which makes the
 // rule fail closed.
 func amountOf(v ref.Val) ref.Val {
-	if m, ok := v.(traits.Mapper); ok {
-		f, found := m.Find(types.String("amount"))
-		if !found {
-			return types.NewErr("amount: no field \"amount\"")
+	if o, ok := v.(*object); ok {
+		if o.amount == nil {
+			o.amount = amountOfMap(o)
 		}
-		if types.IsError(f) {
-			return f
-		}
-		v = f
+		return o.amount
 	}
+	if m, ok := v.(traits.Mapper); ok {
+		return amountOfMap(m)
+	}
+	return amountOfString(v)
+}
+
+// amountOfMap reads the amount object's "amount".
+func amountOfMap(m traits.Mapper) ref.Val {
+	f, found := m.Find(types.String("amount"))
+	if !found {
+		return types.NewErr("amount: no field \"amount\"")
+	}
+	if types.IsError(f) {
+		return f
+	}
+	return amountOfString(f)
+}
+
+// amountOfString reads a decimal string.
+func amountOfString(v ref.Val) ref.Val {
 	s, ok := v.(types.String)
 	if !ok {
 		return types.NewErr("amount: want a decimal string, got %s", v.Type().TypeName())
@@ -125,6 +143,22 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// celAdapter is the adapter of the environment: set once by newEnv.
+var celAdapter types.Adapter
+
+// jsonNumber is a JSON number as CEL sees it: an integer literal is an int,
+// anything else a double.
+func jsonNumber(v json.Number) ref.Val {
+	if i, err := v.Int64(); err == nil {
+		return types.Int(i)
+	}
+	f, err := v.Float64()
+	if err != nil {
+		return types.NewErr("invalid JSON number")
+	}
+	return types.Double(f)
+}
+
 // jsonAdapter adapts decoded JSON to CEL. rar decodes numbers as
 // json.Number, which cel-go does not know: an integer literal becomes a CEL
 // int, anything else a double. Maps and lists are wrapped with this adapter
@@ -139,14 +173,7 @@ func (a *jsonAdapter) NativeToValue(v any) ref.Val {
 	case ref.Val:
 		return v
 	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return types.Int(i)
-		}
-		f, err := v.Float64()
-		if err != nil {
-			return types.NewErr("invalid JSON number")
-		}
-		return types.Double(f)
+		return jsonNumber(v)
 	case map[string]any:
 		return types.NewStringInterfaceMap(a, v)
 	case []any:

@@ -60,8 +60,11 @@ func (s *Set) Evaluate(typ string, in Input) Decision {
 	}
 	act := activations.Get().(*activation)
 	act.in = in
+	act.details = act.object(in.Details)
 	defer func() {
-		act.in = Input{} // keep no element alive in the pool
+		// Keep no element alive in the pool.
+		act.in, act.details = Input{}, nil
+		act.release()
 		activations.Put(act)
 	}()
 	for _, c := range tr.chunks {
@@ -112,28 +115,17 @@ func (tr *typeRules) decide(typ string, i int) Decision {
 }
 
 // activation supplies the variables by name without a map. It hands the
-// interpreter the Go values themselves: cel-go reads fields of native
-// structs through precomputed offsets and keys of map[string]any directly,
-// and adapts only the value an expression finally uses. Activations are
-// pooled, so an evaluation allocates nothing for its variables.
-type activation struct{ in Input }
+// interpreter the agent, user, request and recent structs themselves (cel-go
+// reads their fields through precomputed offsets) and the element as an
+// [object]. Activations are pooled with their objects, so an evaluation
+// allocates nothing for its variables.
+type activation struct {
+	in      Input
+	details *object
+	objects []*object // objects[:used] belong to the current evaluation
+	used    int
+}
 
 var activations = sync.Pool{New: func() any { return new(activation) }}
-
-func (a *activation) ResolveName(name string) (any, bool) {
-	switch name {
-	case "details":
-		return a.in.Details, true
-	case "agent":
-		return &a.in.Agent, true
-	case "user":
-		return &a.in.User, true
-	case "request":
-		return &a.in.Request, true
-	case "recent":
-		return &a.in.Recent, true
-	}
-	return nil, false
-}
 
 func (a *activation) Parent() interpreter.Activation { return nil }

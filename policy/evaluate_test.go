@@ -270,6 +270,10 @@ func TestEvaluateVariables(t *testing.T) {
 			"type":  "t",
 			"items": []any{map[string]any{"n": json.Number("3")}, "x"},
 			"price": map[string]any{"amount": "10000.50", "currency": "EUR"},
+			"lines": []any{
+				map[string]any{"amount": "2.50", "currency": "EUR"},
+				map[string]any{"amount": "7", "currency": "EUR", "note": map[string]any{"text": "x"}},
+			},
 		},
 		Agent:   Agent{ID: "agt_1", Name: "Bot", Domain: "bots.example.com", Labels: map[string]string{"team": "payments"}},
 		User:    User{ID: "usr_1", Roles: []string{"finance"}, Groups: []string{"maintainers", "sre"}},
@@ -293,6 +297,17 @@ func TestEvaluateVariables(t *testing.T) {
 		`recent.agent.hour.allowed.count == 7 && recent.agent.hour.pending.count == 1 && recent.agent.day.total.count == 0`,
 		`recent.user.day.approved.count == 2 && recent.user.day.approved.sum == 50.25 && recent.user.day.denied.count == 3`,
 		`request.binding_message.lowerAscii() == "pay-1"`,
+		// The element's objects: remembered members and amounts, nested
+		// objects in lists, and the map operations rules rarely use.
+		`amount(details.price) + amount(details.price) == 20001.0 && details.price.currency == "EUR"`,
+		`details.type == "t" && details.price.amount == "10000.50" && details.price.currency == "EUR" && details.type == "t"`,
+		`details.lines.exists(l, amount(l) > 5) && !details.lines.all(l, amount(l) > 5)`,
+		`details.lines[1].note.text == "x" && has(details.lines[1].note) && !has(details.lines[0].note)`,
+		`details.price == {"amount": "10000.50", "currency": "EUR"} && details.price != {"amount": "1"}`,
+		`size(details.price) == 2 && "currency" in details.price && !("iban" in details.price)`,
+		`details.price.exists(k, k == "currency") && details.exists(k, k == "lines") && details.price["amount"] == "10000.50"`,
+		// Whole structs still read through the struct variables.
+		`has(recent.agent.hour) && recent.agent.hour.total.count == 10 && recent.agent.hour.total == recent.agent.hour.total`,
 	}
 	for _, c := range conds {
 		t.Run(c, func(t *testing.T) {
