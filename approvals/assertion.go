@@ -13,6 +13,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/sync/singleflight"
 )
 
 // ClientAssertionType is the client_assertion_type of private_key_jwt
@@ -185,6 +186,10 @@ type clientKeySource struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedJWKS // by agent id
+	// flight makes concurrent fetches of one agent's JWKS URL one request:
+	// a burst of assertions from a client that just rotated its key (or
+	// after a restart) costs its JWKS endpoint one fetch, not one each.
+	flight singleflight.Group
 }
 
 type cachedJWKS struct {
@@ -226,7 +231,26 @@ func (c *clientKeySource) fetch(ctx context.Context, a Agent, kid string, refres
 	if fresh && (knowsKid || !refresh || now.Sub(cached.fetchedAt) < c.minRefetch) {
 		return cached.keys, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *a.JWKSURL, nil)
+	url := *a.JWKSURL
+	// The fetch is shared, so it must not end with the request that happened
+	// to start it; the HTTP client's timeout bounds it.
+	ch := c.flight.DoChan(a.ID+" "+url, func() (any, error) {
+		return c.download(context.WithoutCancel(ctx), a.ID, url, now)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return jose.JSONWebKeySet{}, r.Err
+		}
+		return r.Val.(jose.JSONWebKeySet), nil
+	case <-ctx.Done():
+		return jose.JSONWebKeySet{}, fmt.Errorf("%w: fetching jwks_uri: %v", ErrAssertion, ctx.Err())
+	}
+}
+
+// download fetches and caches the JWKS at url for the agent.
+func (c *clientKeySource) download(ctx context.Context, agentID, url string, now time.Time) (jose.JSONWebKeySet, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return jose.JSONWebKeySet{}, fmt.Errorf("%w: jwks_uri: %v", ErrAssertion, err)
 	}
@@ -253,7 +277,7 @@ func (c *clientKeySource) fetch(ctx context.Context, a Agent, kid string, refres
 		}
 	}
 	c.mu.Lock()
-	c.cache[a.ID] = cachedJWKS{url: *a.JWKSURL, keys: set, fetchedAt: now}
+	c.cache[agentID] = cachedJWKS{url: url, keys: set, fetchedAt: now}
 	c.mu.Unlock()
 	return set, nil
 }

@@ -228,3 +228,45 @@ func FuzzClientAssertion(f *testing.F) {
 		}
 	})
 }
+
+// TestPrivateKeyJWTFetchOnce: a burst of assertions from a client whose keys
+// are not cached yet costs its JWKS endpoint one fetch.
+func TestPrivateKeyJWTFetchOnce(t *testing.T) {
+	key := newECKey(t)
+	jwks := publicJWKS(t, key, "k1")
+	var fetches atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		<-release // hold the fetch until every caller is waiting on it
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(jwks)
+	}))
+	defer srv.Close()
+	f := newAssertionFixture(t, srv.URL, key)
+	const n = 20
+	assertions := make([]string, n)
+	for i := range assertions {
+		assertions[i] = f.sign(t, "k1", key, nil)
+	}
+	errs := make(chan error, n)
+	for _, a := range assertions {
+		go func() {
+			_, err := f.svc.AuthenticateAssertion(context.Background(), "", a, assertionAudiences)
+			errs <- err
+		}()
+	}
+	for fetches.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let the others join the fetch
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := fetches.Load(); got != 1 {
+		t.Fatalf("JWKS fetched %d times for %d concurrent assertions, want 1", got, n)
+	}
+}
