@@ -23,7 +23,10 @@ const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bea
 // Limits on client assertions.
 const (
 	assertionSkew        = time.Minute      // clock skew allowed on exp, nbf and iat
-	assertionMaxLifetime = 10 * time.Minute // an assertion that lives longer is refused
+	// An assertion that lives longer is refused (RFC 7523 §3: "unreasonably
+	// far in the future"). An hour is what common client libraries issue by
+	// default; replayed jtis are remembered until exp.
+	assertionMaxLifetime = time.Hour
 	maxAssertionSize     = 16 << 10
 	maxJWKSBytes         = 256 << 10
 )
@@ -31,6 +34,16 @@ const (
 // assertionAlgs are the signature algorithms accepted from clients; never
 // "none" and never a MAC, which a public JWKS cannot verify (RFC 8725 §3.1).
 var assertionAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256, jose.EdDSA}
+
+// AssertionAlgs names the algorithms accepted in client assertions, for
+// discovery.
+func AssertionAlgs() []string {
+	out := make([]string, len(assertionAlgs))
+	for i, a := range assertionAlgs {
+		out[i] = string(a)
+	}
+	return out
+}
 
 // ErrAssertion is wrapped by every refusal of a client assertion.
 var ErrAssertion = errors.New("approvals: client assertion refused")
@@ -114,7 +127,7 @@ func checkAssertionClaims(c assertionClaims, audiences []string, now time.Time) 
 	if !now.Before(exp.Add(assertionSkew)) {
 		return fmt.Errorf("%w: expired", ErrAssertion)
 	}
-	if exp.Sub(now) > assertionMaxLifetime {
+	if exp.Sub(now) > assertionMaxLifetime+assertionSkew {
 		return fmt.Errorf("%w: exp is too far in the future", ErrAssertion)
 	}
 	if c.IssuedAt != nil && c.IssuedAt.Time().After(now.Add(assertionSkew)) {

@@ -110,6 +110,9 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}{
 		{"valid", func() string { return f.sign(t, "k1", key, nil) }, "", true},
 		{"valid with client_id", func() string { return f.sign(t, "k1", key, nil) }, f.agent.ID, true},
+		{"an hour's lifetime, as client libraries issue by default", func() string {
+			return f.sign(t, "k1", key, func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(time.Now().Add(time.Hour + 5*time.Second)) })
+		}, "", true},
 		{"issuer as audience", func() string {
 			return f.sign(t, "k1", key, func(c *jwt.Claims) { c.Audience = jwt.Audience{assertionIssuer} })
 		}, "", true},
@@ -121,7 +124,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 		}, "", false},
 		{"no exp", func() string { return f.sign(t, "k1", key, func(c *jwt.Claims) { c.Expiry = nil }) }, "", false},
 		{"exp too far", func() string {
-			return f.sign(t, "k1", key, func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(time.Now().Add(time.Hour)) })
+			return f.sign(t, "k1", key, func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(time.Now().Add(2 * time.Hour)) })
 		}, "", false},
 		{"iat in the future", func() string {
 			return f.sign(t, "k1", key, func(c *jwt.Claims) { c.IssuedAt = jwt.NewNumericDate(time.Now().Add(5 * time.Minute)) })

@@ -63,7 +63,7 @@ type AccessTokenClaims struct {
 	AuthorizationDetailsHash string          `json:"authorization_details_hash"`
 	ACR                      string          `json:"acr"`
 	AMR                      []string        `json:"amr"`
-	AuthTime                 int64           `json:"auth_time"`
+	AuthTime                 int64           `json:"auth_time,omitempty"` // absent when a rule allowed the request
 }
 
 // Actor is the RFC 8693 §4.1 act claim: the party acting for the subject.

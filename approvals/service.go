@@ -156,9 +156,12 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if !slices.Contains(strings.Fields(p.Scope), "openid") {
 		return Created{}, refuse(CodeInvalidScope, "scope must contain openid")
 	}
+	// OpenID Core §3.1.2.1: scope values not understood are ignored. The
+	// granted scope is returned with the token.
+	var scope []string
 	for _, sc := range strings.Fields(p.Scope) {
-		if sc != "openid" && sc != "email" {
-			return Created{}, refuse(CodeInvalidScope, "unsupported scope value: only openid and email are offered")
+		if (sc == "openid" || sc == "email") && !slices.Contains(scope, sc) {
+			scope = append(scope, sc)
 		}
 	}
 	if err := checkBindingMessage(p.BindingMessage); err != nil {
@@ -169,6 +172,11 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	}
 	if len(p.ClientNotificationToken) > 1024 {
 		return Created{}, refuse(CodeInvalidRequest, "client_notification_token is longer than 1024 characters")
+	}
+	if p.ClientNotificationToken != "" && !isBearerToken(p.ClientNotificationToken) {
+		// CIBA §7.1: it is sent back as a Bearer credential, so it must
+		// have that syntax (RFC 6750 §2.1).
+		return Created{}, refuse(CodeInvalidRequest, "client_notification_token must have the syntax of a Bearer token (RFC 6750 section 2.1)")
 	}
 	for _, r := range p.Resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
@@ -229,7 +237,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 
 	id := newUUID()
 	req := Request{
-		ID: uuidString(id[:]), AgentID: agent.ID, UserID: user.ID, Scope: strings.Join(strings.Fields(p.Scope), " "),
+		ID: uuidString(id[:]), AgentID: agent.ID, UserID: user.ID, Scope: strings.Join(scope, " "),
 		DetailsCanonical: string(details.Canonical), DetailsHash: details.Hash,
 		Types: types, TypeVersions: pick(versions, types), BindingMessage: p.BindingMessage,
 		ACRValues: pq.StringArray(nonNil(p.ACRValues)), Resources: pq.StringArray(nonNil(p.Resources)), Audience: audience,
@@ -534,4 +542,22 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 		req.State, req.ACR, req.AMR = StateApproved, need.ACR(), []string{"policy"}
 	}
 	return nil
+}
+
+// isBearerToken reports whether s is an RFC 6750 §2.1 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isBearerToken(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -22,6 +22,10 @@ type TokenResponse struct {
 	ExpiresIn            int             `json:"expires_in"`
 	IDToken              string          `json:"id_token"`
 	AuthorizationDetails json.RawMessage `json:"authorization_details"`
+	// Scope is the scope granted: the requested values the server
+	// understands (RFC 6749 §5.1 requires it when it differs from the
+	// request's).
+	Scope string `json:"scope,omitempty"`
 }
 
 // Token answers a token request with the CIBA grant (CIBA §10.1, §11): the
@@ -84,16 +88,26 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 	if r.ExpiresAt.Before(exp) {
 		exp = r.ExpiresAt.Truncate(time.Second)
 	}
-	authTime := now
-	if r.DecidedAt != nil {
-		authTime = *r.DecidedAt
+	if !exp.After(now) {
+		// The request expires within this second: a token would be born
+		// expired, so the request is not spent on one.
+		return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+	}
+	// auth_time is when a human authenticated to decide (OpenID Core §2);
+	// a request allowed by a rule had none, so its tokens carry no auth_time.
+	var authTime int64
+	if r.ACR != ACRPolicy {
+		authTime = now.Unix()
+		if r.DecidedAt != nil {
+			authTime = r.DecidedAt.Unix()
+		}
 	}
 	jti := randomString(16)
 	at := AccessTokenClaims{
 		Issuer: s.issuer, Subject: r.UserID, Audience: Audience(r.Audience), ClientID: agent.ID,
 		Act: Actor{Subject: agent.ID}, IssuedAt: now.Unix(), Expiry: exp.Unix(), JTI: jti, Txn: r.ID,
 		Scope: r.Scope, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), AuthorizationDetailsHash: r.DetailsHash,
-		ACR: r.ACR, AMR: r.AMR, AuthTime: authTime.Unix(),
+		ACR: r.ACR, AMR: r.AMR, AuthTime: authTime,
 	}
 	accessToken, err := ring.Sign(jose.ES256, "at+jwt", at)
 	if err != nil {
@@ -102,7 +116,7 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 	authReqID := s.handles.issue(mustUUID(r.ID))
 	idt := IDTokenClaims{
 		Issuer: s.issuer, Subject: r.UserID, Audience: Audience{agent.ID}, IssuedAt: now.Unix(),
-		Expiry: now.Add(s.tokenTTL).Unix(), AuthTime: authTime.Unix(), ACR: r.ACR, AMR: r.AMR,
+		Expiry: now.Add(s.tokenTTL).Unix(), AuthTime: authTime, ACR: r.ACR, AMR: r.AMR,
 		AtHash: AtHash(jose.SignatureAlgorithm(agent.IDTokenAlg), accessToken), AuthReqID: authReqID,
 	}
 	if slices.Contains(strings.Fields(r.Scope), "email") {
@@ -127,7 +141,7 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 	}
 	s.logger.InfoContext(ctx, "token issued", "request", r.ID, "jti", jti)
 	return TokenResponse{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: int(exp.Sub(now) / time.Second),
-		IDToken: idToken, AuthorizationDetails: json.RawMessage(r.DetailsCanonical)}, nil
+		IDToken: idToken, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), Scope: r.Scope}, nil
 }
 
 func mustUUID(s string) [16]byte {

@@ -63,7 +63,10 @@ func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
 		ClientNotificationToken: f.get("client_notification_token"),
 	}
 	if p.Scope == "" {
-		return &approvals.Refusal{Code: approvals.CodeInvalidScope, Description: "scope is required and must contain openid"}
+		// CIBA §7.1: scope is REQUIRED; a missing parameter is
+		// invalid_request (RFC 6749 §5.2), a scope without openid
+		// invalid_scope.
+		return &approvals.Refusal{Code: approvals.CodeInvalidRequest, Description: "scope is required and must contain openid"}
 	}
 	for _, res := range f["resource"] {
 		if res != "" {

@@ -99,6 +99,9 @@ func wantNoStoreJSON(t *testing.T, r response) {
 	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control = %q, want no-store", cc)
 	}
+	if p := r.Header.Get("Pragma"); p != "no-cache" {
+		t.Errorf("Pragma = %q, want no-cache (RFC 6749 §5.1)", p)
+	}
 }
 
 // wantKeys checks that m has exactly keys.
@@ -308,8 +311,11 @@ func TestBCAuthorizeErrors(t *testing.T) {
 
 		// invalid_scope.
 		{name: "scope without openid", body: base("scope", "email").Encode(), status: 400, code: "invalid_scope"},
-		{name: "scope missing", body: base("scope", "").Encode(), status: 400, code: "invalid_scope"},
-		{name: "scope with an unknown value", body: base("scope", "openid admin").Encode(), status: 400, code: "invalid_scope"},
+		{name: "scope missing", body: base("scope", "").Encode(), status: 400, code: "invalid_request"},
+		{name: "scope without openid, unknown values ignored", body: base("scope", "profile admin").Encode(), status: 400, code: "invalid_scope"},
+		{name: "client_notification_token not a Bearer credential", body: base("client_notification_token", "abc def").Encode(), status: 400, code: "invalid_request"},
+		{name: "client_notification_token with a header break", body: base("client_notification_token", "abc\r\nX: 1").Encode(), status: 400, code: "invalid_request"},
+		{name: "client_notification_token with a quote", body: base("client_notification_token", `tok"en`).Encode(), status: 400, code: "invalid_request"},
 
 		// unknown_user_id.
 		{name: "unknown user", body: base("login_hint", "mallory@example.com").Encode(), status: 400, code: "unknown_user_id"},
@@ -703,7 +709,10 @@ func TestTokenSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := r.JSON(t)
-	wantKeys(t, m, "access_token", "token_type", "expires_in", "id_token", "authorization_details")
+	wantKeys(t, m, "access_token", "token_type", "expires_in", "id_token", "authorization_details", "scope")
+	if m["scope"] != "openid" {
+		t.Errorf("scope = %v, want openid", m["scope"])
+	}
 	if m["token_type"] != "Bearer" {
 		t.Errorf("token_type = %v", m["token_type"])
 	}

@@ -28,6 +28,7 @@ type metadata struct {
 	TokenEndpointAuthSigningAlgs           []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	IntrospectionEndpointAuthMethods       []string `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethods          []string `json:"revocation_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthSigningAlgs      []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 	ClaimsSupported                        []string `json:"claims_supported"`
 	ACRValuesSupported                     []string `json:"acr_values_supported"`
 	BackchannelTokenDeliveryModesSupported []string `json:"backchannel_token_delivery_modes_supported"`
@@ -44,27 +45,30 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	types := slices.Sorted(maps.Keys(versions))
+	// RFC 9396 §10: a JSON array, empty before any type is registered.
+	types := append([]string{}, slices.Sorted(maps.Keys(versions))...)
 	iss := s.svc.Issuer()
 	secretMethods := []string{approvals.AuthClientSecretBasic, approvals.AuthClientSecretPost}
 	m := metadata{
-		Issuer:                                 iss,
-		TokenEndpoint:                          iss + "/token",
-		BackchannelAuthenticationEndpoint:      iss + "/bc-authorize",
-		JWKSURI:                                iss + "/jwks.json",
-		IntrospectionEndpoint:                  iss + "/introspect",
-		RevocationEndpoint:                     iss + "/revoke",
-		RedeemEndpoint:                         iss + "/redeem",
-		BackchannelCancelEndpoint:              iss + "/bc-cancel",
-		ScopesSupported:                        []string{"openid", "email"},
-		ResponseTypesSupported:                 []string{"id_token"},
-		GrantTypesSupported:                    []string{GrantTypeCIBA},
-		SubjectTypesSupported:                  []string{"public"},
-		IDTokenSigningAlgValuesSupported:       []string{"ES256", "RS256"},
-		TokenEndpointAuthMethodsSupported:      append(secretMethods, approvals.AuthPrivateKeyJWT),
-		TokenEndpointAuthSigningAlgs:           []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"},
-		IntrospectionEndpointAuthMethods:       secretMethods,
-		RevocationEndpointAuthMethods:          append(secretMethods, approvals.AuthPrivateKeyJWT),
+		Issuer:                            iss,
+		TokenEndpoint:                     iss + "/token",
+		BackchannelAuthenticationEndpoint: iss + "/bc-authorize",
+		JWKSURI:                           iss + "/jwks.json",
+		IntrospectionEndpoint:             iss + "/introspect",
+		RevocationEndpoint:                iss + "/revoke",
+		RedeemEndpoint:                    iss + "/redeem",
+		BackchannelCancelEndpoint:         iss + "/bc-cancel",
+		ScopesSupported:                   []string{"openid", "email"},
+		ResponseTypesSupported:            []string{"id_token"},
+		GrantTypesSupported:               []string{GrantTypeCIBA},
+		SubjectTypesSupported:             []string{"public"},
+		IDTokenSigningAlgValuesSupported:  []string{"ES256", "RS256"},
+		TokenEndpointAuthMethodsSupported: append(secretMethods, approvals.AuthPrivateKeyJWT),
+		TokenEndpointAuthSigningAlgs:      approvals.AssertionAlgs(),
+		IntrospectionEndpointAuthMethods:  secretMethods,
+		RevocationEndpointAuthMethods:     append(secretMethods, approvals.AuthPrivateKeyJWT),
+		// RFC 8414 §2: required when private_key_jwt is listed.
+		RevocationEndpointAuthSigningAlgs:      approvals.AssertionAlgs(),
 		ClaimsSupported:                        []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "email", "at_hash", "urn:openid:params:jwt:claim:auth_req_id"},
 		ACRValuesSupported:                     []string{approvals.ACRPolicy, approvals.ACRApproval, approvals.ACRStepUp},
 		BackchannelTokenDeliveryModesSupported: []string{approvals.DeliveryPoll, approvals.DeliveryPing},

@@ -50,6 +50,15 @@ func TestDiscovery(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v", k, m[k], v)
 		}
 	}
+	// RFC 8414 §2: the signing algorithms must be listed wherever
+	// private_key_jwt is.
+	for _, ep := range []string{"token_endpoint", "revocation_endpoint", "introspection_endpoint"} {
+		methods, _ := m[ep+"_auth_methods_supported"].([]any)
+		algs, _ := m[ep+"_auth_signing_alg_values_supported"].([]any)
+		if slices.Contains(methods, any("private_key_jwt")) && (len(algs) == 0 || slices.Contains(algs, any("none"))) {
+			t.Errorf("%s_auth_signing_alg_values_supported = %v with private_key_jwt offered", ep, algs)
+		}
+	}
 	// SPEC §3: poll, and ping once it lands; never push.
 	modes, _ := m["backchannel_token_delivery_modes_supported"].([]any)
 	if !slices.Contains(modes, any("poll")) || slices.ContainsFunc(modes, func(v any) bool { return v != "poll" && v != "ping" }) {
@@ -196,4 +205,18 @@ type tLogWriter struct{ t *testing.T }
 func (w tLogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestDiscoveryNoTypes: before any type is registered the list of types is
+// an empty JSON array (RFC 9396 §10), not null.
+func TestDiscoveryNoTypes(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	if _, err := e.db.Exec(`DELETE FROM request_type_versions; DELETE FROM request_types`); err != nil {
+		t.Fatal(err)
+	}
+	r := e.send(http.MethodGet, "/.well-known/openid-configuration", "", "", "")
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"authorization_details_types_supported":[]`) {
+		t.Fatalf("status %d body %s; want an empty types array", r.Status, r.Body)
+	}
 }

@@ -242,6 +242,6 @@ func FuzzTokenForm(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, contentType, authorization, body string) {
 		r := fe.post(t, "/token", contentType, authorization, body)
-		checkOAuthAnswer(t, r, "/token", tokenCodes, "access_token", "authorization_details", "expires_in", "id_token", "token_type")
+		checkOAuthAnswer(t, r, "/token", tokenCodes, "access_token", "authorization_details", "expires_in", "id_token", "scope", "token_type")
 	})
 }

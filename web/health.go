@@ -49,7 +49,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	if h.Get("Cache-Control") == "" {
+		// RFC 6749 §5.1: no-store, and Pragma for HTTP/1.0 caches.
 		h.Set("Cache-Control", "no-store")
+		h.Set("Pragma", "no-cache")
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -416,4 +417,84 @@ func TestRevoke(t *testing.T) {
 	t.Run("missing token", func(t *testing.T) {
 		wantOAuthError(t, e.postForm("/revoke", &e.agent, nil), 400, "invalid_request")
 	})
+}
+
+// TestTokenGrantedScope: scope values the server does not understand are
+// ignored (OpenID Core §3.1.2.1) and the token response says what was
+// granted (RFC 6749 §5.1).
+func TestTokenGrantedScope(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	id, reqID := e.authorize(e.agent, paymentEUR, url.Values{"scope": {"openid profile email openid"}})
+	e.decide(reqID, true)
+	r := e.poll(e.agent, id)
+	if r.Status != http.StatusOK {
+		t.Fatalf("status = %d; body %s", r.Status, r.Body)
+	}
+	if got := r.JSON(t)["scope"]; got != "openid email" {
+		t.Fatalf("scope = %v, want the understood values, openid email", got)
+	}
+}
+
+// TestTokenAutoAllowedHasNoAuthTime: a request a rule allowed was decided by
+// no human, so neither token says when one authenticated; acr says policy.
+func TestTokenAutoAllowedHasNoAuthTime(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	allow := "types:\n  payment_initiation:\n    - id: all\n      outcome: allow\n      reason: test\n"
+	if _, err := approvals.NewPolicyStore(approvals.NewStore(e.db, nil)).Apply(context.Background(), "allow.yaml", []byte(allow)); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := e.authorize(e.agent, paymentEUR, nil)
+	r := e.poll(e.agent, id)
+	if r.Status != http.StatusOK {
+		t.Fatalf("status = %d; body %s", r.Status, r.Body)
+	}
+	m := r.JSON(t)
+	_, at := e.verifyJWT(t, m["access_token"].(string), jose.ES256)
+	_, idt := e.verifyJWT(t, m["id_token"].(string), jose.ES256)
+	for name, c := range map[string]map[string]any{"access token": at, "ID token": idt} {
+		if _, ok := c["auth_time"]; ok {
+			t.Errorf("%s has auth_time %v, but no human authenticated", name, c["auth_time"])
+		}
+		if c["acr"] != approvals.ACRPolicy {
+			t.Errorf("%s acr = %v, want %s", name, c["acr"], approvals.ACRPolicy)
+		}
+	}
+}
+
+// TestTokenNotBornExpired: a poll in the last second of an approved
+// request's life answers expired_token rather than spending the request on a
+// token that expires as it is issued.
+func TestTokenNotBornExpired(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	id, reqID := e.authorize(e.agent, paymentEUR, nil)
+	e.decide(reqID, true)
+	// Early in a second of the database's clock, make the request expire
+	// at the end of it.
+	for {
+		var frac float64
+		if err := e.db.Get(&frac, `SELECT extract(epoch FROM now()) - floor(extract(epoch FROM now()))`); err != nil {
+			t.Fatal(err)
+		}
+		if frac < 0.5 {
+			break
+		}
+		time.Sleep(time.Duration((1.02 - frac) * float64(time.Second)))
+	}
+	if _, err := e.db.Exec(`UPDATE requests SET expires_at = date_trunc('second', now()) + interval '950 milliseconds' WHERE id = $1`, reqID); err != nil {
+		t.Fatal(err)
+	}
+	r := e.poll(e.agent, id)
+	if r.Status != http.StatusBadRequest || r.JSON(t)["error"] != "expired_token" {
+		t.Fatalf("status %d body %s; want 400 expired_token", r.Status, r.Body)
+	}
+	var state string
+	if err := e.db.Get(&state, `SELECT state FROM requests WHERE id = $1`, reqID); err != nil {
+		t.Fatal(err)
+	}
+	if state != string(approvals.StateApproved) && state != string(approvals.StateExpired) {
+		t.Fatalf("state = %s: the request was spent", state)
+	}
 }
