@@ -261,8 +261,10 @@ func (s *Service) Introspect(ctx context.Context, rs ResourceServer, token strin
 }
 
 // Revoke revokes an access token (RFC 7009). An agent may revoke the tokens
-// issued to it; a resource server those meant for it. Anything else, including
-// an invalid token, is silently ignored (RFC 7009 §2.2).
+// issued to it; a resource server those meant for it. A valid token of
+// another client is refused with unauthorized_client (RFC 7009 §2.1: "If
+// this validation fails, the request is refused"); an invalid token is
+// ignored (§2.2).
 func (s *Service) Revoke(ctx context.Context, agent *Agent, rs *ResourceServer, token string) error {
 	var claims AccessTokenClaims
 	if err := s.keys.Verify(ctx, token, "at+jwt", &claims); err != nil {
@@ -271,11 +273,11 @@ func (s *Service) Revoke(ctx context.Context, agent *Agent, rs *ResourceServer, 
 	switch {
 	case agent != nil:
 		if claims.ClientID != agent.ID {
-			return nil
+			return refuse(CodeUnauthorizedClient, "the token was not issued to this client")
 		}
 	case rs != nil:
 		if !slices.Contains(claims.Audience, rs.Audience) {
-			return nil
+			return refuse(CodeUnauthorizedClient, "the token is not meant for this resource server")
 		}
 	default:
 		return nil

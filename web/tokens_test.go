@@ -381,7 +381,8 @@ func TestRevoke(t *testing.T) {
 	})
 	t.Run("another agent's token", func(t *testing.T) {
 		tok, reqID := e.token(paymentEUR)
-		ok(t, e.postForm("/revoke", &e.post, url.Values{"token": {tok}}))
+		// RFC 7009 §2.1: a token issued to another client is refused.
+		wantOAuthError(t, e.postForm("/revoke", &e.post, url.Values{"token": {tok}}), 400, "unauthorized_client")
 		wantActive(t, e, e.redeem(e.rs, tok, paymentEUR, ""), reqID)
 	})
 	t.Run("by the resource server", func(t *testing.T) {
@@ -392,7 +393,7 @@ func TestRevoke(t *testing.T) {
 	t.Run("by a resource server of another audience", func(t *testing.T) {
 		other := e.newResourceServer(otherAudience)
 		tok, reqID := e.token(paymentEUR)
-		ok(t, e.postForm("/revoke", &other, url.Values{"token": {tok}}))
+		wantOAuthError(t, e.postForm("/revoke", &other, url.Values{"token": {tok}}), 400, "unauthorized_client")
 		wantActive(t, e, e.redeem(e.rs, tok, paymentEUR, ""), reqID)
 	})
 	t.Run("redeemed token stays redeemed", func(t *testing.T) {
