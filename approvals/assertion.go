@@ -22,7 +22,7 @@ const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bea
 
 // Limits on client assertions.
 const (
-	assertionSkew        = time.Minute      // clock skew allowed on exp, nbf and iat
+	assertionSkew = time.Minute // clock skew allowed on exp, nbf and iat
 	// An assertion that lives longer is refused (RFC 7523 §3: "unreasonably
 	// far in the future"). An hour is what common client libraries issue by
 	// default; replayed jtis are remembered until exp.
