@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -25,13 +26,27 @@ const keyringMaxAge = 30 * time.Second
 // KEK, so that the KEK itself never encrypts anything.
 const sealPurpose = "countersign signing_keys v1"
 
-// Key statuses. Current keys sign; current and previous keys verify and are
-// published; retired keys do neither, and their private half is erased.
+// Key statuses. Current keys sign; next, current and previous keys are
+// published and verify; retired keys do neither, and their private half is
+// erased. A next key becomes current at its activation time (PromoteDue).
 const (
+	KeyNext     = "next"
 	KeyCurrent  = "current"
 	KeyPrevious = "previous"
 	KeyRetired  = "retired"
 )
+
+// KeyPublishDelay is how long a key prepared by Prepare is published before
+// it signs: longer than a JWKS response may be cached (60 s, /jwks.json) plus
+// keyringMaxAge, so that a resource server that verifies offline knows the
+// key before the first token names it.
+const KeyPublishDelay = 2 * time.Minute
+
+// retireDelay is how long a current key must have been current before the
+// key it replaced can be retired: every token the replaced key signed —
+// including on replicas that saw the change up to keyringMaxAge late — has
+// expired by then.
+const retireDelay = DefaultTokenTTL + keyringMaxAge + 10*time.Second
 
 // KeyStore keeps the token signing keys in PostgreSQL, sealed under the KEK.
 //
@@ -52,10 +67,12 @@ type KeyStore struct {
 	gen      uint64 // counts loads, so concurrent reloads coalesce
 }
 
-// KeyInfo describes a signing key without its key material.
+// KeyInfo describes a signing key without its key material. ActivatesAt is
+// when a next key becomes current, and when any other key became current.
 type KeyInfo struct {
 	KID, Alg, Status string
 	CreatedAt        time.Time
+	ActivatesAt      time.Time
 }
 
 // NewKeyStore returns a KeyStore on db. kek is the 32-byte key-encryption key
@@ -75,8 +92,8 @@ const hasCurrentKeySQL = `SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = 
 // ensureKeySQL relies on the unique index signing_keys_one_current: when
 // replicas start together, the first insert wins and the others do nothing.
 const ensureKeySQL = `
-INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at)
-VALUES ($1, $2, $3, $4, 'current', $5)
+INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at, activates_at)
+VALUES ($1, $2, $3, $4, 'current', $5, $5)
 ON CONFLICT (alg) WHERE status = 'current' DO NOTHING`
 
 // Ensure creates a current ES256 (P-256) and RS256 (RSA 2048) key when there
@@ -118,15 +135,17 @@ UPDATE signing_keys SET status = 'previous', rotated_at = $2
 WHERE alg = $1 AND status = 'current'`
 
 const insertCurrentKeySQL = `
-INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at)
-VALUES ($1, $2, $3, $4, 'current', $5)
-RETURNING kid, alg, status, created_at`
+INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at, activates_at)
+VALUES ($1, $2, $3, $4, 'current', $5, $5)
+RETURNING kid, alg, status, created_at, activates_at`
 
-// Rotate makes a new current key for each algorithm, in one transaction per
-// algorithm: the previous key is retired (its private half erased), the
-// current key becomes previous and stays published, so tokens it signed keep
-// verifying until the next rotation. Rotate no more often than the longest
-// token lifetime. It returns the new current keys.
+// Rotate makes a new current key for each algorithm at once, in one
+// transaction per algorithm: the previous key is retired (its private half
+// erased), the current key becomes previous and stays published, so tokens
+// it signed keep verifying until the next rotation. Rotate no more often
+// than the longest token lifetime. A resource server that cached the JWKS
+// meets the new kid before it refetches; Prepare avoids that and is the
+// routine way to rotate. It returns the new current keys.
 func (s *KeyStore) Rotate(ctx context.Context) ([]KeyInfo, error) {
 	defer s.invalidate()
 	var out []KeyInfo
@@ -156,6 +175,10 @@ func (s *KeyStore) rotate(ctx context.Context, alg jose.SignatureAlgorithm, k ne
 	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
 		return KeyInfo{}, translate(err)
 	}
+	// A prepared key would retire the previous key too early: it goes.
+	if _, err := tx.ExecContext(ctx, retireNextSQL, string(alg)); err != nil {
+		return KeyInfo{}, translate(err)
+	}
 	if _, err := tx.ExecContext(ctx, retirePreviousSQL, string(alg)); err != nil {
 		return KeyInfo{}, translate(err)
 	}
@@ -171,8 +194,145 @@ func (s *KeyStore) rotate(ctx context.Context, alg jose.SignatureAlgorithm, k ne
 	return KeyInfo(info), nil
 }
 
+const retireNextSQL = `
+UPDATE signing_keys SET status = 'retired', private_sealed = ''::bytea
+WHERE alg = $1 AND status = 'next'`
+
+const currentActivationSQL = `SELECT activates_at FROM signing_keys WHERE alg = $1 AND status = 'current'`
+
+const insertNextKeySQL = `
+INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at, activates_at)
+VALUES ($1, $2, $3, $4, 'next', $5, $6)
+RETURNING kid, alg, status, created_at, activates_at`
+
+// Prepare publishes a new key for each algorithm that becomes current later
+// (PromoteDue, run by every replica's sweeper): after KeyPublishDelay, and
+// not before the current key has been current for retireDelay, since the
+// promotion retires the previous key. A key prepared earlier and not yet
+// current is replaced (and retired). It returns the prepared keys.
+func (s *KeyStore) Prepare(ctx context.Context) ([]KeyInfo, error) {
+	defer s.invalidate()
+	var out []KeyInfo
+	for _, alg := range acceptedAlgs {
+		k, err := s.newKey(alg)
+		if err != nil {
+			return out, err
+		}
+		info, err := s.prepare(ctx, alg, k)
+		if err != nil {
+			return out, fmt.Errorf("approvals: prepare %s key: %w", alg, err)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+func (s *KeyStore) prepare(ctx context.Context, alg jose.SignatureAlgorithm, k newKey) (KeyInfo, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return KeyInfo{}, translate(err)
+	}
+	defer tx.Rollback()
+	now := s.now()
+	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
+		return KeyInfo{}, translate(err)
+	}
+	if _, err := tx.ExecContext(ctx, retireNextSQL, string(alg)); err != nil {
+		return KeyInfo{}, translate(err)
+	}
+	activates := now.Add(KeyPublishDelay)
+	var current time.Time
+	switch err := tx.GetContext(ctx, &current, currentActivationSQL, string(alg)); {
+	case err == nil:
+		if t := current.Add(retireDelay); t.After(activates) {
+			activates = t
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return KeyInfo{}, translate(err)
+	}
+	var info keyInfoRow
+	if err := tx.GetContext(ctx, &info, insertNextKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now, activates); err != nil {
+		return KeyInfo{}, translate(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return KeyInfo{}, translate(err)
+	}
+	return KeyInfo(info), nil
+}
+
+const anyNextDueSQL = `SELECT EXISTS (SELECT 1 FROM signing_keys WHERE status = 'next' AND activates_at <= $1)`
+
+const nextDueSQL = `
+SELECT kid FROM signing_keys WHERE alg = $1 AND status = 'next' AND activates_at <= $2
+FOR UPDATE`
+
+const promoteNextSQL = `
+UPDATE signing_keys SET status = 'current' WHERE kid = $1
+RETURNING kid, alg, status, created_at, activates_at`
+
+// PromoteDue makes each next key whose activation time has come current:
+// the previous key is retired and the current key becomes previous, in one
+// transaction per algorithm. Every replica may run it; it returns the keys
+// it made current.
+func (s *KeyStore) PromoteDue(ctx context.Context) ([]KeyInfo, error) {
+	var due bool
+	if err := s.db.GetContext(ctx, &due, anyNextDueSQL, s.now()); err != nil {
+		return nil, fmt.Errorf("approvals: promote keys: %w", translate(err))
+	}
+	if !due {
+		return nil, nil
+	}
+	var out []KeyInfo
+	for _, alg := range acceptedAlgs {
+		info, ok, err := s.promote(ctx, alg)
+		if err != nil {
+			return out, fmt.Errorf("approvals: promote %s key: %w", alg, err)
+		}
+		if ok {
+			out = append(out, info)
+		}
+	}
+	if len(out) > 0 {
+		s.invalidate()
+	}
+	return out, nil
+}
+
+func (s *KeyStore) promote(ctx context.Context, alg jose.SignatureAlgorithm) (KeyInfo, bool, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	defer tx.Rollback()
+	now := s.now()
+	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	var kid string
+	switch err := tx.GetContext(ctx, &kid, nextDueSQL, string(alg), now); {
+	case errors.Is(err, sql.ErrNoRows):
+		return KeyInfo{}, false, nil
+	case err != nil:
+		return KeyInfo{}, false, translate(err)
+	}
+	if _, err := tx.ExecContext(ctx, retirePreviousSQL, string(alg)); err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	var info keyInfoRow
+	if err := tx.GetContext(ctx, &info, promoteNextSQL, kid); err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return KeyInfo{}, false, translate(err)
+	}
+	return KeyInfo(info), true, nil
+}
+
 const listKeysSQL = `
-SELECT kid, alg, status, created_at FROM signing_keys
+SELECT kid, alg, status, created_at, activates_at FROM signing_keys
 ORDER BY created_at DESC, alg, kid`
 
 // List returns every signing key, retired ones included, newest first.
@@ -188,7 +348,7 @@ func (s *KeyStore) List(ctx context.Context) ([]KeyInfo, error) {
 	return out, nil
 }
 
-// Keyring returns the current and previous keys, loaded from the database at
+// Keyring returns the published keys (next, current and previous), loaded from the database at
 // most keyringMaxAge ago.
 func (s *KeyStore) Keyring(ctx context.Context) (*Keyring, error) {
 	ring, _, err := s.keyring(ctx)
@@ -252,7 +412,7 @@ func (s *KeyStore) invalidate() {
 
 const loadKeysSQL = `
 SELECT kid, alg, public_jwk, private_sealed, status FROM signing_keys
-WHERE status IN ('current', 'previous')
+WHERE status IN ('next', 'current', 'previous')
 ORDER BY alg, status, created_at DESC, kid`
 
 func (s *KeyStore) loadLocked(ctx context.Context) error {
@@ -280,10 +440,11 @@ type keyRow struct {
 
 // keyInfoRow is KeyInfo with the column names.
 type keyInfoRow struct {
-	KID       string    `db:"kid"`
-	Alg       string    `db:"alg"`
-	Status    string    `db:"status"`
-	CreatedAt time.Time `db:"created_at"`
+	KID         string    `db:"kid"`
+	Alg         string    `db:"alg"`
+	Status      string    `db:"status"`
+	CreatedAt   time.Time `db:"created_at"`
+	ActivatesAt time.Time `db:"activates_at"`
 }
 
 // newKeyring opens and checks every row. Any row that fails makes the whole

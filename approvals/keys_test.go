@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -518,5 +519,115 @@ func TestKeyStoreEmpty(t *testing.T) {
 	}
 	if _, err := ring.Sign(jose.ES256, TypeAccessToken, testAccessClaims()); err == nil {
 		t.Fatal("Sign without keys succeeded")
+	}
+}
+
+// TestKeyStorePrepare: a prepared key is published at once but signs only
+// from its activation time, which leaves resource servers time to refetch
+// the JWKS and the replaced key's tokens time to expire; the sweeper's
+// PromoteDue makes it current then, on any replica.
+func TestKeyStorePrepare(t *testing.T) {
+	ks, db, clock := ensuredKeys(t)
+	other := newKeysForTest(t, db, clock) // another replica
+	ctx := context.Background()
+	gen0 := byStatus(t, ks)
+	created := clock.Now()
+
+	prepared, err := ks.Prepare(ctx)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if len(prepared) != 2 {
+		t.Fatalf("Prepare returned %d keys, want 2", len(prepared))
+	}
+	for _, k := range prepared {
+		// The current keys were made just now, so the promotion waits until
+		// their predecessors' tokens could have expired, not only for the
+		// publication delay.
+		if k.Status != KeyNext || !k.ActivatesAt.Equal(created.Add(retireDelay)) {
+			t.Errorf("prepared %+v, want next active at %s", k, created.Add(retireDelay))
+		}
+	}
+	ring, err := ks.Keyring(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := map[string]bool{}
+	for _, k := range ring.JWKS().Keys {
+		published[k.KeyID] = true
+	}
+	for _, k := range prepared {
+		if !published[k.KID] {
+			t.Errorf("prepared key %s is not in the JWKS", k.KID)
+		}
+	}
+	// Until then the current keys sign.
+	for _, alg := range []jose.SignatureAlgorithm{jose.ES256, jose.RS256} {
+		if got := ring.current[alg].kid; got != gen0[KeyCurrent][string(alg)][0] {
+			t.Errorf("%s signs with %s before the activation time, want the current %s", alg, got, gen0[KeyCurrent][string(alg)][0])
+		}
+	}
+	clock.Advance(retireDelay - time.Second)
+	if keys, err := other.PromoteDue(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("PromoteDue before the activation time: %v, %v", keys, err)
+	}
+
+	clock.Advance(time.Second)
+	promoted, err := other.PromoteDue(ctx)
+	if err != nil || len(promoted) != 2 {
+		t.Fatalf("PromoteDue at the activation time: %v, %v", promoted, err)
+	}
+	if again, err := ks.PromoteDue(ctx); err != nil || len(again) != 0 {
+		t.Fatalf("second PromoteDue: %v, %v", again, err)
+	}
+	gen1 := byStatus(t, ks)
+	for _, k := range prepared {
+		if got := gen1[KeyCurrent][k.Alg]; len(got) != 1 || got[0] != k.KID {
+			t.Errorf("%s current = %v, want the prepared %s", k.Alg, got, k.KID)
+		}
+		if got := gen1[KeyPrevious][k.Alg]; len(got) != 1 || got[0] != gen0[KeyCurrent][k.Alg][0] {
+			t.Errorf("%s previous = %v, want %v", k.Alg, got, gen0[KeyCurrent][k.Alg])
+		}
+	}
+	ring, err = other.Keyring(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range prepared {
+		if got := ring.current[jose.SignatureAlgorithm(k.Alg)].kid; got != k.KID {
+			t.Errorf("%s signs with %s after the promotion, want %s", k.Alg, got, k.KID)
+		}
+	}
+
+	// Preparing twice replaces the first prepared key; an old current key
+	// waits only for the publication delay.
+	clock.Advance(time.Hour)
+	first, err := ks.Prepare(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ks.Prepare(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen2 := byStatus(t, ks)
+	for i, k := range second {
+		if !k.ActivatesAt.Equal(clock.Now().Add(KeyPublishDelay)) {
+			t.Errorf("%s activates at %s, want %s", k.Alg, k.ActivatesAt, clock.Now().Add(KeyPublishDelay))
+		}
+		if got := gen2[KeyNext][k.Alg]; len(got) != 1 || got[0] != k.KID {
+			t.Errorf("%s next = %v, want the second prepared %s", k.Alg, got, k.KID)
+		}
+		if !slices.Contains(gen2[KeyRetired][k.Alg], first[i].KID) {
+			t.Errorf("%s: the replaced prepared key %s is not retired: %v", k.Alg, first[i].KID, gen2)
+		}
+	}
+
+	// An immediate rotation drops the prepared keys.
+	if _, err := ks.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if gen3 := byStatus(t, ks); len(gen3[KeyNext]) != 0 {
+		t.Errorf("next keys after an immediate rotation: %v", gen3[KeyNext])
 	}
 }

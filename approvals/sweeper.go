@@ -5,10 +5,12 @@ import (
 	"time"
 )
 
-// Sweep expires due requests every interval until ctx ends, and once a
-// minute forgets what no one reads any more (expired client-assertion jtis,
-// velocity counters older than a day). It is safe to run on every replica:
-// each batch claims its rows with SKIP LOCKED, and the purges are idempotent.
+// Sweep expires due requests every interval until ctx ends, makes prepared
+// signing keys current when their time comes, and once a minute forgets what
+// no one reads any more (expired client-assertion jtis, velocity counters
+// older than a day). It is safe to run on every replica: each batch claims
+// its rows with SKIP LOCKED, key promotion runs under a lock per algorithm,
+// and the purges are idempotent.
 func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -27,6 +29,15 @@ func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 			}
 			if len(ids) < 500 {
 				break
+			}
+		}
+		if keys, err := s.keys.PromoteDue(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "promoting signing keys failed", "err", err)
+			}
+		} else {
+			for _, k := range keys {
+				s.logger.InfoContext(ctx, "signing key now current", "kid", k.KID, "alg", k.Alg)
 			}
 		}
 		if time.Since(lastPurge) >= time.Minute {

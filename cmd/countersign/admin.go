@@ -391,21 +391,25 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return errUsage{fmt.Errorf("keys: want rotate or list")}
 	}
 	sub := args[0]
-	var asJSON, force bool
+	var asJSON, now, force bool
 	return adminCmd(ctx, "keys "+sub, args[1:], stdout, stderr, getenv, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		if sub == "rotate" {
-			fs.BoolVar(&force, "force", false, "rotate even if tokens signed with the keys it retires may still be live")
+			fs.BoolVar(&now, "now", false, "make the new keys current at once instead of publishing them first (resource servers that cached the JWKS meet an unknown kid)")
+			fs.BoolVar(&force, "force", false, "with --now: rotate even if tokens signed with the keys it retires may still be live")
 		}
 	}, func(ctx context.Context, a *app) error {
 		var keys []approvals.KeyInfo
 		var err error
-		if sub == "rotate" {
+		switch {
+		case sub == "rotate" && now:
 			if err := rotationIsSafe(ctx, a); err != nil && !force {
 				return errUsage{err}
 			}
 			keys, err = a.svc.Keys().Rotate(ctx)
-		} else {
+		case sub == "rotate":
+			keys, err = a.svc.Keys().Prepare(ctx)
+		default:
 			keys, err = a.svc.Keys().List(ctx)
 		}
 		if err != nil {
@@ -415,11 +419,19 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 			return printJSON(stdout, keys)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KID\tALG\tSTATUS\tCREATED")
+		fmt.Fprintln(tw, "KID\tALG\tSTATUS\tCREATED\tACTIVE FROM")
 		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.KID, k.Alg, k.Status, k.CreatedAt.Format("2006-01-02 15:04:05Z07:00"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.KID, k.Alg, k.Status,
+				k.CreatedAt.Format("2006-01-02 15:04:05Z07:00"), k.ActivatesAt.Format("2006-01-02 15:04:05Z07:00"))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if sub == "rotate" && !now && len(keys) > 0 {
+			fmt.Fprintf(stdout, "The new keys are published in the JWKS now and sign tokens from %s (a running server makes them current).\n",
+				keys[0].ActivatesAt.Format("2006-01-02 15:04:05Z07:00"))
+		}
+		return nil
 	})
 }
 
@@ -445,7 +457,7 @@ func rotationIsSafe(ctx context.Context, a *app) error {
 		}
 	}
 	if age := time.Since(newest); hasPrevious && age < approvals.DefaultTokenTTL {
-		return fmt.Errorf("keys rotate: the last rotation was %s ago; rotating again before %s would retire keys that may have signed live tokens (use --force to rotate anyway)",
+		return fmt.Errorf("keys rotate: the last rotation was %s ago; rotating again before %s would retire keys that may have signed live tokens (use --force to rotate anyway, or rotate without --now)",
 			age.Round(time.Second), approvals.DefaultTokenTTL)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -187,20 +188,43 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
-// TestKeysRotateGuard: a second rotation within a token lifetime is refused
-// (it would retire keys that signed live tokens) unless forced.
+// TestKeysRotate: a rotation publishes next keys that become current later;
+// rotating again replaces them.
+func TestKeysRotate(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	cli(t, url, "migrate")
+	before := cli(t, url, "keys", "list", "--json")
+	var first []approvals.KeyInfo
+	out := cli(t, url, "keys", "rotate", "--json")
+	if err := json.Unmarshal([]byte(out), &first); err != nil || len(first) != 2 {
+		t.Fatalf("keys rotate --json: %v\n%s", err, out)
+	}
+	for _, k := range first {
+		if k.Status != approvals.KeyNext || k.ActivatesAt.Sub(k.CreatedAt) < approvals.KeyPublishDelay {
+			t.Fatalf("rotated key %+v: want next, active no sooner than %s after its creation", k, approvals.KeyPublishDelay)
+		}
+	}
+	cli(t, url, "keys", "rotate")
+	list := cli(t, url, "keys", "list")
+	if strings.Count(list, " next ") != 2 || strings.Count(list, " retired ") != 2 || strings.Count(list, " current ") != 2 {
+		t.Fatalf("after two rotations want two next, the two first next retired, the current kept:\nbefore %s\n%s", before, list)
+	}
+}
+
+// TestKeysRotateGuard: a second immediate rotation within a token lifetime
+// is refused (it would retire keys that signed live tokens) unless forced.
 func TestKeysRotateGuard(t *testing.T) {
 	url := pgtest.NewConfig(t).URL()
-	if out := cli(t, url, "keys", "rotate"); !strings.Contains(out, "current") {
+	if out := cli(t, url, "keys", "rotate", "--now"); !strings.Contains(out, "current") {
 		t.Fatalf("first rotation:\n%s", out)
 	}
-	cmd := exec.Command(binary, "keys", "rotate")
+	cmd := exec.Command(binary, "keys", "rotate", "--now")
 	cmd.Env = env("DATABASE_URL="+url, testKEK)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "use --force") {
 		t.Fatalf("second rotation at once: err %v\n%s", err, out)
 	}
-	if out := cli(t, url, "keys", "rotate", "--force"); !strings.Contains(out, "current") {
+	if out := cli(t, url, "keys", "rotate", "--now", "--force"); !strings.Contains(out, "current") {
 		t.Fatalf("forced rotation:\n%s", out)
 	}
 	if list := cli(t, url, "keys", "list"); strings.Count(list, "retired") != 2 {

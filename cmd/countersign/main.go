@@ -42,7 +42,7 @@ Administration (each takes the database flags of migrate, and --json):
   countersign resources add --name N --audience URL [--types t1,t2] | list
   countersign types apply -f FILE|DIR
   countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] | history
-  countersign keys rotate | list
+  countersign keys rotate [--now [--force]] | list
 
 Run 'countersign COMMAND --help' for a command's flags.
 `
