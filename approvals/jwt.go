@@ -164,7 +164,7 @@ func AtHash(alg jose.SignatureAlgorithm, accessToken string) string {
 // previous keys of each algorithm. Retired keys are not in it, so tokens
 // signed with them no longer verify.
 type Keyring struct {
-	keys    map[string]ringKey                  // by kid: current and previous
+	keys    map[string]ringKey                  // by kid: every published key
 	current map[jose.SignatureAlgorithm]ringKey // the signing key of each alg
 	private map[string]crypto.Signer            // by kid: current keys only
 	jwks    []jose.JSONWebKey                   // public keys, in a stable order
@@ -178,7 +178,7 @@ type ringKey struct {
 	public crypto.PublicKey
 }
 
-// JWKS returns the public keys, current and previous, each with kid, alg and
+// JWKS returns the published public keys (next, current, previous), each with kid, alg and
 // use "sig" (RFC 7517 §4). Serving the previous keys lets resource servers
 // verify tokens signed just before a rotation.
 func (k *Keyring) JWKS() jose.JSONWebKeySet {

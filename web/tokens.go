@@ -115,7 +115,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// jwks serves the public signing keys, current and previous (RFC 7517).
+// jwks serves the published signing keys: next, current and previous (RFC 7517).
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
 	ring, err := s.svc.Keys().Keyring(r.Context())
 	if err != nil {
