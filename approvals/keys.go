@@ -348,8 +348,8 @@ func (s *KeyStore) List(ctx context.Context) ([]KeyInfo, error) {
 	return out, nil
 }
 
-// Keyring returns the published keys (next, current and previous), loaded from the database at
-// most keyringMaxAge ago.
+// Keyring returns the published keys (next, current and previous), loaded
+// from the database at most keyringMaxAge ago.
 func (s *KeyStore) Keyring(ctx context.Context) (*Keyring, error) {
 	ring, _, err := s.keyring(ctx)
 	return ring, err
