@@ -147,51 +147,18 @@ RETURNING kid, alg, status, created_at, activates_at`
 // meets the new kid before it refetches; Prepare avoids that and is the
 // routine way to rotate. It returns the new current keys.
 func (s *KeyStore) Rotate(ctx context.Context) ([]KeyInfo, error) {
-	defer s.invalidate()
-	var out []KeyInfo
-	for _, alg := range acceptedAlgs {
-		// Generate outside the transaction: RSA key generation takes a while.
-		k, err := s.newKey(alg)
-		if err != nil {
-			return out, err
+	return s.eachNewKey(ctx, "rotate", func(tx *sqlx.Tx, alg jose.SignatureAlgorithm, k newKey, now time.Time) (KeyInfo, error) {
+		// A prepared key would retire the previous key too early: it goes.
+		if err := execAll(ctx, tx, alg, retireNextSQL, retirePreviousSQL); err != nil {
+			return KeyInfo{}, err
 		}
-		info, err := s.rotate(ctx, alg, k)
-		if err != nil {
-			return out, fmt.Errorf("approvals: rotate %s key: %w", alg, err)
+		if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
+			return KeyInfo{}, translate(err)
 		}
-		out = append(out, info)
-	}
-	return out, nil
-}
-
-func (s *KeyStore) rotate(ctx context.Context, alg jose.SignatureAlgorithm, k newKey) (KeyInfo, error) {
-	var info keyInfoRow
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	defer tx.Rollback()
-	now := s.now()
-	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	// A prepared key would retire the previous key too early: it goes.
-	if _, err := tx.ExecContext(ctx, retireNextSQL, string(alg)); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if _, err := tx.ExecContext(ctx, retirePreviousSQL, string(alg)); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if err := tx.GetContext(ctx, &info, insertCurrentKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	return KeyInfo(info), nil
+		var info keyInfoRow
+		err := tx.GetContext(ctx, &info, insertCurrentKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now)
+		return KeyInfo(info), translate(err)
+	})
 }
 
 const retireNextSQL = `
@@ -211,53 +178,24 @@ RETURNING kid, alg, status, created_at, activates_at`
 // promotion retires the previous key. A key prepared earlier and not yet
 // current is replaced (and retired). It returns the prepared keys.
 func (s *KeyStore) Prepare(ctx context.Context) ([]KeyInfo, error) {
-	defer s.invalidate()
-	var out []KeyInfo
-	for _, alg := range acceptedAlgs {
-		k, err := s.newKey(alg)
-		if err != nil {
-			return out, err
+	return s.eachNewKey(ctx, "prepare", func(tx *sqlx.Tx, alg jose.SignatureAlgorithm, k newKey, now time.Time) (KeyInfo, error) {
+		if err := execAll(ctx, tx, alg, retireNextSQL); err != nil {
+			return KeyInfo{}, err
 		}
-		info, err := s.prepare(ctx, alg, k)
-		if err != nil {
-			return out, fmt.Errorf("approvals: prepare %s key: %w", alg, err)
+		activates := now.Add(KeyPublishDelay)
+		var current time.Time
+		switch err := tx.GetContext(ctx, &current, currentActivationSQL, string(alg)); {
+		case err == nil:
+			if t := current.Add(retireDelay); t.After(activates) {
+				activates = t
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return KeyInfo{}, translate(err)
 		}
-		out = append(out, info)
-	}
-	return out, nil
-}
-
-func (s *KeyStore) prepare(ctx context.Context, alg jose.SignatureAlgorithm, k newKey) (KeyInfo, error) {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	defer tx.Rollback()
-	now := s.now()
-	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if _, err := tx.ExecContext(ctx, retireNextSQL, string(alg)); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	activates := now.Add(KeyPublishDelay)
-	var current time.Time
-	switch err := tx.GetContext(ctx, &current, currentActivationSQL, string(alg)); {
-	case err == nil:
-		if t := current.Add(retireDelay); t.After(activates) {
-			activates = t
-		}
-	case !errors.Is(err, sql.ErrNoRows):
-		return KeyInfo{}, translate(err)
-	}
-	var info keyInfoRow
-	if err := tx.GetContext(ctx, &info, insertNextKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now, activates); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return KeyInfo{}, translate(err)
-	}
-	return KeyInfo(info), nil
+		var info keyInfoRow
+		err := tx.GetContext(ctx, &info, insertNextKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now, activates)
+		return KeyInfo(info), translate(err)
+	})
 }
 
 const anyNextDueSQL = `SELECT EXISTS (SELECT 1 FROM signing_keys WHERE status = 'next' AND activates_at <= $1)`
@@ -284,12 +222,26 @@ func (s *KeyStore) PromoteDue(ctx context.Context) ([]KeyInfo, error) {
 	}
 	var out []KeyInfo
 	for _, alg := range acceptedAlgs {
-		info, ok, err := s.promote(ctx, alg)
-		if err != nil {
+		var info keyInfoRow
+		err := s.inAlgTx(ctx, alg, func(tx *sqlx.Tx, now time.Time) error {
+			var kid string
+			if err := tx.GetContext(ctx, &kid, nextDueSQL, string(alg), now); err != nil {
+				return err // sql.ErrNoRows: nothing due, or another replica promoted it
+			}
+			if err := execAll(ctx, tx, alg, retirePreviousSQL); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
+				return translate(err)
+			}
+			return translate(tx.GetContext(ctx, &info, promoteNextSQL, kid))
+		})
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
 			return out, fmt.Errorf("approvals: promote %s key: %w", alg, err)
-		}
-		if ok {
-			out = append(out, info)
+		default:
+			out = append(out, KeyInfo(info))
 		}
 	}
 	if len(out) > 0 {
@@ -298,37 +250,57 @@ func (s *KeyStore) PromoteDue(ctx context.Context) ([]KeyInfo, error) {
 	return out, nil
 }
 
-func (s *KeyStore) promote(ctx context.Context, alg jose.SignatureAlgorithm) (KeyInfo, bool, error) {
+// eachNewKey makes a new key for each algorithm and hands it to step, in a
+// transaction holding the algorithm's lock; what names the step in errors.
+func (s *KeyStore) eachNewKey(ctx context.Context, what string,
+	step func(*sqlx.Tx, jose.SignatureAlgorithm, newKey, time.Time) (KeyInfo, error)) ([]KeyInfo, error) {
+	defer s.invalidate()
+	var out []KeyInfo
+	for _, alg := range acceptedAlgs {
+		// Generate outside the transaction: RSA key generation takes a while.
+		k, err := s.newKey(alg)
+		if err != nil {
+			return out, err
+		}
+		var info KeyInfo
+		err = s.inAlgTx(ctx, alg, func(tx *sqlx.Tx, now time.Time) error {
+			var err error
+			info, err = step(tx, alg, k, now)
+			return err
+		})
+		if err != nil {
+			return out, fmt.Errorf("approvals: %s %s key: %w", what, alg, err)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// inAlgTx runs fn in a transaction that holds the lock serialising key
+// changes of alg across replicas, and commits if fn succeeds.
+func (s *KeyStore) inAlgTx(ctx context.Context, alg jose.SignatureAlgorithm, fn func(*sqlx.Tx, time.Time) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return KeyInfo{}, false, translate(err)
+		return translate(err)
 	}
 	defer tx.Rollback()
-	now := s.now()
 	if _, err := tx.ExecContext(ctx, lockAlgSQL, string(alg)); err != nil {
-		return KeyInfo{}, false, translate(err)
+		return translate(err)
 	}
-	var kid string
-	switch err := tx.GetContext(ctx, &kid, nextDueSQL, string(alg), now); {
-	case errors.Is(err, sql.ErrNoRows):
-		return KeyInfo{}, false, nil
-	case err != nil:
-		return KeyInfo{}, false, translate(err)
+	if err := fn(tx, s.now()); err != nil {
+		return err
 	}
-	if _, err := tx.ExecContext(ctx, retirePreviousSQL, string(alg)); err != nil {
-		return KeyInfo{}, false, translate(err)
+	return translate(tx.Commit())
+}
+
+// execAll runs statements whose only parameter is the algorithm.
+func execAll(ctx context.Context, tx *sqlx.Tx, alg jose.SignatureAlgorithm, stmts ...string) error {
+	for _, q := range stmts {
+		if _, err := tx.ExecContext(ctx, q, string(alg)); err != nil {
+			return translate(err)
+		}
 	}
-	if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
-		return KeyInfo{}, false, translate(err)
-	}
-	var info keyInfoRow
-	if err := tx.GetContext(ctx, &info, promoteNextSQL, kid); err != nil {
-		return KeyInfo{}, false, translate(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return KeyInfo{}, false, translate(err)
-	}
-	return KeyInfo(info), true, nil
+	return nil
 }
 
 const listKeysSQL = `
