@@ -70,9 +70,11 @@ type KeyStore struct {
 // KeyInfo describes a signing key without its key material. ActivatesAt is
 // when a next key becomes current, and when any other key became current.
 type KeyInfo struct {
-	KID, Alg, Status string
-	CreatedAt        time.Time
-	ActivatesAt      time.Time
+	KID         string    `json:"kid"`
+	Alg         string    `json:"alg"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	ActivatesAt time.Time `json:"activates_at"`
 }
 
 // NewKeyStore returns a KeyStore on db. kek is the 32-byte key-encryption key

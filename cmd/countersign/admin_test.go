@@ -166,6 +166,22 @@ func TestPolicyCLI(t *testing.T) {
 			t.Errorf("dry-run lacks %q:\n%s", want, dry)
 		}
 	}
+	var dryJSON map[string]any
+	if err := json.Unmarshal([]byte(cli(t, url, "policy", "dry-run", "-f", changed, "--details", details, "--json")), &dryJSON); err != nil {
+		t.Fatal(err)
+	}
+	elements, _ := dryJSON["elements"].([]any)
+	request, _ := dryJSON["request"].(map[string]any)
+	if len(elements) != 2 || request == nil {
+		t.Fatalf("dry-run --json: %v", dryJSON)
+	}
+	el0, _ := elements[0].(map[string]any)
+	if el0["index"] != 0.0 || el0["type"] != "payment_initiation" || el0["outcome"] != "step_up" || el0["rule"] != "large_payment" {
+		t.Errorf("dry-run --json element 0: %v", el0)
+	}
+	if request["outcome"] != "step_up" || request["step_up"] != true || request["rule"] != "large_payment" {
+		t.Errorf("dry-run --json request: %v", request)
+	}
 	hist := cli(t, url, "policy", "history")
 	if !strings.Contains(hist, "2 (live)") || !strings.Contains(hist, "\n1 ") {
 		t.Fatalf("history:\n%s", hist)

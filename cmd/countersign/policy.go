@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/policy"
 )
 
@@ -72,7 +73,7 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 				return errUsage{err}
 			}
 			if asJSON {
-				return printJSON(stdout, res)
+				return printJSON(stdout, dryRunJSON(res))
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ELEMENT\tTYPE\tOUTCOME\tRULE\tREASON")
@@ -145,4 +146,55 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// dryRunView is what `policy dry-run --json` prints: the decision of each
+// element, and what the whole request needs.
+type dryRunView struct {
+	Elements []elementView `json:"elements"`
+	Request  requestView   `json:"request"`
+}
+
+type elementView struct {
+	Index   int         `json:"index"`
+	Type    string      `json:"type"`
+	Outcome policy.Kind `json:"outcome"`
+	Quorum  *quorumView `json:"quorum,omitempty"`
+	Rule    string      `json:"rule"` // "" when no rule matched
+	Reason  string      `json:"reason"`
+	Error   string      `json:"error,omitempty"` // why the deciding rule could not be evaluated
+}
+
+type requestView struct {
+	Outcome policy.Kind  `json:"outcome"`
+	StepUp  bool         `json:"step_up"`
+	Quorums []quorumView `json:"quorums"`
+	Rule    string       `json:"rule"`
+	Reason  string       `json:"reason"`
+}
+
+type quorumView struct {
+	Group           string `json:"group"`
+	N               int    `json:"n"`
+	RequesterCounts bool   `json:"requester_counts"`
+}
+
+func dryRunJSON(res approvals.DryRun) dryRunView {
+	v := dryRunView{Elements: []elementView{}}
+	for i, d := range res.Elements {
+		e := elementView{Index: i, Type: d.Type, Outcome: d.Outcome.Kind, Rule: d.RuleID, Reason: d.Reason}
+		if d.Outcome.Kind == policy.Quorum {
+			e.Quorum = &quorumView{Group: d.Outcome.Group, N: d.Outcome.N, RequesterCounts: d.Outcome.RequesterCounts}
+		}
+		if d.Err != nil {
+			e.Error = d.Err.Error()
+		}
+		v.Elements = append(v.Elements, e)
+	}
+	r := res.Requirement
+	v.Request = requestView{Outcome: r.Kind, StepUp: r.StepUp, Quorums: []quorumView{}, Rule: r.RuleID, Reason: r.Reason}
+	for _, q := range r.Quorums {
+		v.Request.Quorums = append(v.Request.Quorums, quorumView{Group: q.Group, N: q.N, RequesterCounts: q.RequesterCounts})
+	}
+	return v
 }
