@@ -26,6 +26,9 @@ const (
 	phApproved  = "{APPROVED}"    // auth_req_id of an approved request (the first success spends it)
 	phDenied    = "{DENIED}"      // auth_req_id of a denied request
 	phDetails   = "{DETAILS}"     // paymentEUR, form-encoded
+	phRSBasic   = "{RS_BASIC}"    // Authorization: Basic of the resource server
+	phToken     = "{TOKEN}"       // an access token for paymentEUR (the first redeem spends it)
+	phHash      = "{HASH}"        // its authorization_details_hash
 )
 
 // fuzzEnv is one server for a whole fuzz run, with the values the
@@ -50,6 +53,11 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 	e.decide(approvedID, true)
 	denied, deniedID := e.authorize(e.agent, paymentEUR, nil)
 	e.decide(deniedID, false)
+	token, _ := e.token(paymentEUR)
+	var hash string
+	if err := e.db.Get(&hash, `SELECT details_hash FROM requests WHERE id = $1`, approvedID); err != nil {
+		f.Fatal(err)
+	}
 	return &fuzzEnv{
 		testEnv: e,
 		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
@@ -62,6 +70,9 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 			phApproved, approved,
 			phDenied, denied,
 			phDetails, url.QueryEscape(paymentEUR),
+			phRSBasic, basicAuth(e.rs.ID, e.rs.Secret),
+			phToken, token,
+			phHash, hash,
 		),
 	}
 }
@@ -243,5 +254,69 @@ func FuzzTokenForm(f *testing.F) {
 	f.Fuzz(func(t *testing.T, contentType, authorization, body string) {
 		r := fe.post(t, "/token", contentType, authorization, body)
 		checkOAuthAnswer(t, r, "/token", tokenCodes, "access_token", "authorization_details", "expires_in", "id_token", "scope", "token_type")
+	})
+}
+
+// FuzzResourceServerForms sends arbitrary requests to the endpoints resource
+// servers call: /redeem, /introspect and /revoke (which agents call too).
+// Every answer is a well-formed success of the endpoint or one of its OAuth
+// errors, never a 5xx.
+func FuzzResourceServerForms(f *testing.F) {
+	fe := newFuzzEnv(f)
+	seeds := []struct {
+		endpoint                         uint8
+		contentType, authorization, body string
+	}{
+		{0, formType, phRSBasic, "token=" + phToken + "&authorization_details=" + phDetails},
+		{0, formType, phRSBasic, "token=" + phToken + "&authorization_details_hash=" + phHash},
+		{0, formType, phRSBasic, "token=" + phToken + "&authorization_details=%5B%5D"},
+		{0, formType, phRSBasic, "token=" + phToken + "&authorization_details=" + phDetails + "&authorization_details_hash=" + phHash},
+		{0, formType, phRSBasic, "token=" + phToken + "&authorization_details=%5B%7B%22type%22%3A1%7D%5D"},
+		{0, formType, phRSBasic, "token=x.y.z&authorization_details_hash=" + phHash},
+		{0, formType, phBasic, "token=" + phToken + "&authorization_details_hash=" + phHash},
+		{1, formType, phRSBasic, "token=" + phToken},
+		{1, formType, phRSBasic, "token=" + phToken + "&token_type_hint=refresh_token"},
+		{1, formType, "", "token=" + phToken},
+		{2, formType, phBasic, "token=" + phToken},
+		{2, formType, phRSBasic, "token=" + phToken + "&token_type_hint=access_token"},
+		{2, formType, phRSBasic, "token="},
+		{2, "application/json", phRSBasic, `{"token":"x"}`},
+	}
+	for _, s := range seeds {
+		f.Add(s.endpoint, s.contentType, s.authorization, s.body)
+	}
+	reasons := []string{"already_redeemed", "transaction_mismatch", "audience_mismatch", "expired", "revoked", "invalid_token"}
+	f.Fuzz(func(t *testing.T, endpoint uint8, contentType, authorization, body string) {
+		path := [...]string{"/redeem", "/introspect", "/revoke"}[endpoint%3]
+		r := fe.post(t, path, contentType, authorization, body)
+		if r.Status >= 500 {
+			t.Fatalf("%s: status %d: %s", path, r.Status, r.Body)
+		}
+		if r.Status != http.StatusOK {
+			checkOAuthAnswer(t, r, path, []string{"invalid_request", "invalid_client", "unauthorized_client", "invalid_authorization_details"})
+			return
+		}
+		if path == "/revoke" {
+			if len(r.Body) != 0 {
+				t.Fatalf("/revoke answered 200 with a body: %q", r.Body)
+			}
+			return
+		}
+		var m map[string]any
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			t.Fatalf("%s: not a JSON object: %q", path, r.Body)
+		}
+		active, ok := m["active"].(bool)
+		reason, _ := m["reason"].(string)
+		switch {
+		case !ok:
+			t.Fatalf("%s: no active member: %s", path, r.Body)
+		case !active && path == "/redeem" && (len(m) != 2 || !slices.Contains(reasons, reason)):
+			t.Fatalf("/redeem inactive answer %s", r.Body)
+		case !active && path == "/introspect" && len(m) != 1:
+			t.Fatalf("/introspect inactive answer %s, want only active:false (RFC 7662 §2.2)", r.Body)
+		case active && (m["txn"] == nil || m["authorization_details_hash"] == nil):
+			t.Fatalf("%s: active without claims: %s", path, r.Body)
+		}
 	})
 }
