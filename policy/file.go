@@ -45,7 +45,9 @@ var (
 	ruleIDPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	typeNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`) // as rar
 	groupPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$`)
-	yamlLine        = regexp.MustCompile(`line (\d+)`)
+	yamlLine        = regexp.MustCompile(`^line (\d+): `)
+	ruleIDLine      = regexp.MustCompile(`^(\s*)-\s+id:\s*['"]?([^'"\s#]+)`)
+	typeKeyLine     = regexp.MustCompile(`^(\s*)['"]?([^\s'"#:-][^\s'"#:]*)['"]?:\s*(#.*)?$`)
 )
 
 // ParseFile reads a policy file (see the package documentation for the
@@ -65,14 +67,14 @@ func ParseFile(name string, data []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			p.errorf(nil, "", "", "empty file: want a mapping with types")
 		} else {
-			p.yamlError(err)
+			p.yamlError(err, data)
 		}
 		return nil, p.errs.err()
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			p.yamlError(err)
+			p.yamlError(err, data)
 		} else {
 			p.errorf(&extra, "", "", "more than one YAML document")
 		}
@@ -102,14 +104,70 @@ func (p *parser) errorf(n *yaml.Node, typ, rule, format string, args ...any) {
 	p.errs = append(p.errs, e)
 }
 
-// yamlError keeps the line yaml.v3 puts into its messages.
-func (p *parser) yamlError(err error) {
+// yamlError reports a YAML syntax error at the line where the file stops
+// being YAML, in the type and rule whose text holds that line. yaml.v3 names
+// the line where the enclosing block began, which can be well above the
+// mistake, so the line is found here: it follows the longest prefix of the
+// file that still parses.
+func (p *parser) yamlError(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	e := &Error{File: p.name, Msg: "invalid YAML: " + msg}
+	e := &Error{File: p.name}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	e.Msg = "invalid YAML: " + msg
+	lines := strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
+	if bad := firstBadLine(lines); bad > 0 {
+		e.Line = bad
+	}
+	if e.Line > 0 && e.Line <= len(lines) {
+		e.Type, e.Rule = enclosing(lines[:e.Line])
 	}
 	p.errs = append(p.errs, e)
+}
+
+// firstBadLine returns the line (1-based) after the longest prefix of lines
+// that parses as YAML, or 0 when that cannot be told (every prefix parses,
+// or the file is too long to try).
+func firstBadLine(lines []string) int {
+	if len(lines) > 2000 {
+		return 0
+	}
+	lastGood := 0
+	var n yaml.Node
+	for i := 1; i <= len(lines); i++ {
+		if yaml.Unmarshal([]byte(strings.Join(lines[:i], "\n")+"\n"), &n) == nil {
+			lastGood = i
+		}
+	}
+	if lastGood == len(lines) {
+		return 0
+	}
+	return lastGood + 1
+}
+
+// enclosing names the request type and the rule whose text the last of
+// lines belongs to, read from the text alone (the file did not parse): the
+// nearest "- id: …" above, and the nearest key above that at most as
+// indented.
+func enclosing(lines []string) (typ, rule string) {
+	ruleIndent := -1
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := ruleIDLine.FindStringSubmatch(lines[i]); m != nil && rule == "" {
+			rule, ruleIndent = m[2], len(m[1])
+			continue
+		}
+		if m := typeKeyLine.FindStringSubmatch(lines[i]); m != nil && (ruleIndent < 0 || len(m[1]) <= ruleIndent) {
+			if m[2] == "types" && len(m[1]) == 0 {
+				return typ, rule
+			}
+			if len(m[1]) > 0 {
+				return m[2], rule
+			}
+		}
+	}
+	return typ, rule
 }
 
 // mapping returns the key and value nodes of a mapping, rejecting aliases,

@@ -117,7 +117,10 @@ func TestParseFileErrors(t *testing.T) {
 		want []string // each Error() must contain one, in order
 	}{
 		{"empty", ``, []string{"p.yaml: empty file"}},
-		{"syntax", "types:\n  t:\n    - id: a\n     when: x\n", []string{"p.yaml:2: invalid YAML"}},
+		{"syntax", "types:\n  t:\n    - id: a\n     when: x\n", []string{`p.yaml:4: t rule "a": invalid YAML`}},
+		{"syntax deep in a rule", "types:\n  t:\n    - id: a\n      when: x\n      outcome: allow\n    - id: b\n      when: y\n     outcome: deny\n",
+			[]string{`p.yaml:8: t rule "b": invalid YAML`}},
+		{"unclosed quote", "types:\n  t:\n    - id: a\n      when: 'x\n    - id: b\n      outcome: allow\n", []string{`p.yaml:4: t rule "a": invalid YAML`}},
 		{"tab indentation", "types:\n\tt: []\n", []string{"p.yaml:2: invalid YAML"}},
 		{"not a mapping", "- a\n", []string{"p.yaml:1:1: want a mapping, got a list"}},
 		{"unknown top-level key", "types: {}\nversion: 2\n", []string{`p.yaml:2:1: unknown key "version"`}},
