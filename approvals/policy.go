@@ -83,10 +83,15 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 	switch err := tx.GetContext(ctx, &cur, currentPolicySQL); {
 	case err == nil:
 		if cur.Digest == digest {
-			return PolicyChange{Version: cur.Version}, nil
+			return PolicyChange{Version: cur.Version, Diff: []string{}}, nil
 		}
 		if old, err = policy.ParseFile(cur.FileName, []byte(cur.Source)); err != nil {
 			old = nil // an old version that no longer parses: diff against nothing
+		}
+		if old != nil && len(diffPolicies(old, f)) == 0 {
+			// Only comments or formatting differ: every decision would be
+			// the same, so nothing is published.
+			return PolicyChange{Version: cur.Version, Diff: []string{}}, nil
 		}
 	case errors.Is(translate(err), ErrNotFound):
 	default:
@@ -137,7 +142,14 @@ func diffPolicies(a, b *policy.File) []string {
 			case j < 0:
 				out = append(out, fmt.Sprintf("+ %s/%s (rule %d): when %s → %s", t, r.ID, i+1, r.When, r.Outcome))
 			case ra[j].When != r.When || ra[j].Outcome != r.Outcome || ra[j].Reason != r.Reason:
-				out = append(out, fmt.Sprintf("~ %s/%s: when %s → %s (was: when %s → %s)", t, r.ID, r.When, r.Outcome, ra[j].When, ra[j].Outcome))
+				var what []string
+				if ra[j].When != r.When || ra[j].Outcome != r.Outcome {
+					what = append(what, fmt.Sprintf("when %s → %s (was: when %s → %s)", r.When, r.Outcome, ra[j].When, ra[j].Outcome))
+				}
+				if ra[j].Reason != r.Reason {
+					what = append(what, fmt.Sprintf("reason %q (was %q)", r.Reason, ra[j].Reason))
+				}
+				out = append(out, fmt.Sprintf("~ %s/%s: %s", t, r.ID, strings.Join(what, "; ")))
 			case j != i:
 				out = append(out, fmt.Sprintf("~ %s/%s: moved from rule %d to %d", t, r.ID, j+1, i+1))
 			}

@@ -155,6 +155,21 @@ func TestPolicyVersions(t *testing.T) {
 	if again, err := f.svc.Policies().Apply(ctx, "policy.yaml", demo.Policy()); err != nil || again.Changed || again.Version != v2 {
 		t.Fatalf("re-applying the same file: %+v %v, want no change", again, err)
 	}
+	// Comments and formatting alone change no decision and publish nothing.
+	commented := append([]byte("# reviewed\n"), demo.Policy()...)
+	if again, err := f.svc.Policies().Apply(ctx, "policy.yaml", commented); err != nil || again.Changed || again.Version != v2 {
+		t.Fatalf("applying the file with a comment added: %+v %v, want no change", again, err)
+	}
+	// A changed reason is shown with its old value.
+	reworded := strings.Replace(string(demo.Policy()), "Reading data is allowed", "Reads are fine", 1)
+	ch, err := f.svc.Policies().Apply(ctx, "policy.yaml", []byte(reworded))
+	if err != nil || !ch.Changed || len(ch.Diff) != 1 || !strings.Contains(ch.Diff[0], `reason "Reads are fine" (was "Reading data is allowed")`) {
+		t.Fatalf("rewording a reason: %+v %v", ch, err)
+	}
+	if ch, err = f.svc.Policies().Apply(ctx, "policy.yaml", demo.Policy()); err != nil || !ch.Changed {
+		t.Fatalf("restoring the reason: %+v %v", ch, err)
+	}
+	v2 = ch.Version
 	c2, err := f.ask(t, f.agent, payment("10.00", "EUR"))
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +197,7 @@ func TestPolicyVersions(t *testing.T) {
 		t.Fatalf("after bad files the live version is %d (err %v), want %d", v, err, v2)
 	}
 	hist, err := f.svc.Policies().History(ctx)
-	if err != nil || len(hist) != 2 || hist[0].Version != v2 {
+	if err != nil || len(hist) != 4 || hist[0].Version != v2 {
 		t.Fatalf("history %+v %v", hist, err)
 	}
 }
