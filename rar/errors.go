@@ -36,17 +36,21 @@ func (e *FieldError) Error() string {
 		b.WriteString(strconv.Itoa(e.Index))
 		b.WriteByte(']')
 	}
-	writeDescriptionSafe(&b, e.Path)
+	writeDescriptionSafe(&b, e.Path, false)
 	b.WriteString(": ")
-	writeDescriptionSafe(&b, e.Rule)
+	writeDescriptionSafe(&b, e.Rule, false)
 	if e.Message != "" {
 		b.WriteString(": ")
-		writeDescriptionSafe(&b, e.Message)
+		// The validator quotes values with '"', which the description may
+		// not hold; an apostrophe reads the same.
+		writeDescriptionSafe(&b, e.Message, true)
 	}
 	return b.String()
 }
 
-func writeDescriptionSafe(b *strings.Builder, s string) {
+// writeDescriptionSafe writes s with what RFC 6749 §5.2 does not allow in an
+// error_description written as U+XXXX; with apostrophes, a '"' becomes '\”.
+func writeDescriptionSafe(b *strings.Builder, s string, apostrophes bool) {
 	n := 0
 	for i, r := range s {
 		if n >= maxErrorPart {
@@ -59,6 +63,8 @@ func writeDescriptionSafe(b *strings.Builder, s string) {
 		switch {
 		case r == utf8.RuneError && isInvalidAt(s, i):
 			b.WriteString("U+FFFD")
+		case r == '"' && apostrophes:
+			b.WriteByte('\'')
 		case r >= 0x20 && r <= 0x7e && r != '"' && r != '\\':
 			b.WriteRune(r)
 		default:

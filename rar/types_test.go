@@ -189,3 +189,17 @@ func TestDetailsLogValue(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldErrorQuotes: the validator's quotes around values read as
+// apostrophes in the description, not as U+0022 escapes; quotes in a key
+// stay escaped, so the path is unambiguous.
+func TestFieldErrorQuotes(t *testing.T) {
+	_, err := demoRegistry(t).Parse([]byte(`[{"type":"database_operation","operation":"select","database":"prod","table":"t","estimated_rows":1,"statement_sha256":"` + strings.Repeat("ab", 32) + `"}]`))
+	if err == nil {
+		t.Fatal("a lower-case operation was accepted")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "'SELECT'") || strings.Contains(msg, "U+0022") {
+		t.Fatalf("error %q: want the allowed values in apostrophes", msg)
+	}
+}

@@ -353,14 +353,14 @@ func typesCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 func readTypeFiles(path string) ([]rar.Type, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("-f: %v", unwrapPathError(err))
+		return nil, fmt.Errorf("-f %s: %v", path, unwrapPathError(err))
 	}
 	files := []string{path}
 	if fi.IsDir() {
 		files = nil
 		entries, err := os.ReadDir(path)
 		if err != nil {
-			return nil, fmt.Errorf("-f: %v", unwrapPathError(err))
+			return nil, fmt.Errorf("-f %s: %v", path, unwrapPathError(err))
 		}
 		for _, e := range entries {
 			if ext := filepath.Ext(e.Name()); !e.IsDir() && slices.Contains([]string{".yaml", ".yml", ".json"}, ext) {

@@ -247,3 +247,22 @@ func TestKeysRotateGuard(t *testing.T) {
 		t.Fatalf("after the forced rotation, want the two first keys retired:\n%s", list)
 	}
 }
+
+// TestPolicyApplyWarnsUnregisteredType: rules for a type that is not
+// registered (a typo, most likely) are published with a warning naming it.
+func TestPolicyApplyWarnsUnregisteredType(t *testing.T) {
+	url := pgtest.NewConfig(t).URL()
+	cli(t, url, "types", "apply", "-f", "examples/demo/types")
+	path := t.TempDir() + "/p.yaml"
+	writeFile(t, path, "types:\n  payment_initation:\n    - id: all\n      outcome: approve\n      reason: x\n")
+	cmd := exec.Command(binary, "policy", "apply", "-f", path)
+	cmd.Env = env("DATABASE_URL="+url, testKEK)
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "warning: "+path+": type payment_initation is not registered") {
+		t.Fatalf("err %v, output:\n%s", err, out)
+	}
+	if strings.Contains(string(out), "payment_initiation is not") {
+		t.Fatalf("warned about a registered type:\n%s", out)
+	}
+}

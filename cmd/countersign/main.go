@@ -41,7 +41,7 @@ Administration (each takes the database flags of migrate, and --json):
   countersign users list | suspend | resume --user ID_OR_EMAIL
   countersign resources add --name N --audience URL [--types t1,t2] | list
   countersign types apply -f FILE|DIR
-  countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] | history
+  countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] [--acr-values V]… | history
   countersign keys rotate [--now [--force]] | list
 
 Run 'countersign COMMAND --help' for a command's flags.

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -34,6 +36,9 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			ch, err := a.svc.Policies().Apply(ctx, file, src)
 			if err != nil {
 				return errUsage{fmt.Errorf("%w\nnothing was published; the live version is unchanged", err)}
+			}
+			if err := warnUnregisteredTypes(ctx, a, file, src, stderr); err != nil {
+				return err
 			}
 			if asJSON {
 				return printJSON(stdout, ch)
@@ -124,7 +129,7 @@ func readPolicyFile(path string) ([]byte, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, errUsage{fmt.Errorf("-f: %v", unwrapPathError(err))}
+		return nil, errUsage{fmt.Errorf("-f %s: %v", path, unwrapPathError(err))}
 	}
 	return b, nil
 }
@@ -197,4 +202,24 @@ func dryRunJSON(res approvals.DryRun) dryRunView {
 		v.Request.Quorums = append(v.Request.Quorums, quorumView{Group: q.Group, N: q.N, RequesterCounts: q.RequesterCounts})
 	}
 	return v
+}
+
+// warnUnregisteredTypes warns about rules for request types that are not
+// registered: most likely a misspelt type, whose real type then has no
+// rules, so that every request of it is denied.
+func warnUnregisteredTypes(ctx context.Context, a *app, file string, src []byte, stderr io.Writer) error {
+	f, err := policy.ParseFile(file, src)
+	if err != nil {
+		return err
+	}
+	_, registered, err := a.svc.Types().Registry(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range slices.Sorted(maps.Keys(f.Types)) {
+		if _, ok := registered[t]; !ok {
+			fmt.Fprintf(stderr, "warning: %s: type %s is not registered (countersign types apply); its rules apply to no request\n", file, t)
+		}
+	}
+	return nil
 }
