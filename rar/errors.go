@@ -49,7 +49,8 @@ func (e *FieldError) Error() string {
 }
 
 // writeDescriptionSafe writes s with what RFC 6749 §5.2 does not allow in an
-// error_description written as U+XXXX; with apostrophes, a '"' becomes '\”.
+// error_description written as U+XXXX; with apostrophes set, a double quote
+// becomes an apostrophe instead.
 func writeDescriptionSafe(b *strings.Builder, s string, apostrophes bool) {
 	n := 0
 	for i, r := range s {
