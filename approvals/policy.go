@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,9 @@ type PolicyChange struct {
 	Version int      `json:"version"`
 	Changed bool     `json:"changed"`
 	Diff    []string `json:"diff"` // one line per type or rule added, removed or changed
+	// Unregistered names the file's types that are not registered (most
+	// likely misspelt): their rules apply to no request.
+	Unregistered []string `json:"unregistered_types"`
 }
 
 const currentPolicySQL = `SELECT version, file_name, digest, created_at, source FROM policy_versions ORDER BY version DESC LIMIT 1`
@@ -78,24 +82,35 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE policy_versions IN EXCLUSIVE MODE`); err != nil {
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
 	}
+	var registered []string
+	if err := tx.SelectContext(ctx, &registered, `SELECT name FROM request_types`); err != nil {
+		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	unregistered := []string{}
+	for _, t := range slices.Sorted(maps.Keys(f.Types)) {
+		if !slices.Contains(registered, t) {
+			unregistered = append(unregistered, t)
+		}
+	}
 	var cur PolicyVersion
 	var old *policy.File
 	switch err := tx.GetContext(ctx, &cur, currentPolicySQL); {
 	case err == nil:
 		if cur.Digest == digest {
-			return PolicyChange{Version: cur.Version, Diff: []string{}}, nil
+			return PolicyChange{Version: cur.Version, Diff: []string{}, Unregistered: unregistered}, nil
 		}
 		if old, err = policy.ParseFile(cur.FileName, []byte(cur.Source)); err != nil {
 			old = nil // an old version that no longer parses: diff against nothing
 		}
-		if old != nil && len(diffPolicies(old, f)) == 0 {
-			// Only comments or formatting differ: every decision would be
-			// the same, so nothing is published.
-			return PolicyChange{Version: cur.Version, Diff: []string{}}, nil
-		}
 	case errors.Is(translate(err), ErrNotFound):
 	default:
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+	}
+	diff := diffPolicies(old, f)
+	if old != nil && len(diff) == 0 {
+		// Only comments or formatting differ: every decision would be the
+		// same, so nothing is published.
+		return PolicyChange{Version: cur.Version, Diff: diff, Unregistered: unregistered}, nil
 	}
 	var version int
 	if err := tx.GetContext(ctx, &version, insertPolicySQL, string(source), name, digest); err != nil {
@@ -104,7 +119,7 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 	if err := tx.Commit(); err != nil {
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
 	}
-	return PolicyChange{Version: version, Changed: true, Diff: diffPolicies(old, f)}, nil
+	return PolicyChange{Version: version, Changed: true, Diff: diff, Unregistered: unregistered}, nil
 }
 
 // diffPolicies describes, type by type and rule by rule, how b differs from a.
@@ -112,7 +127,7 @@ func diffPolicies(a, b *policy.File) []string {
 	if a == nil {
 		a = &policy.File{}
 	}
-	var out []string
+	out := []string{}
 	types := map[string]bool{}
 	for t := range a.Types {
 		types[t] = true

@@ -17,7 +17,7 @@ import (
 // takes milliseconds, so it is built once and shared (an Env is safe for
 // concurrent use).
 var newEnv = sync.OnceValues(func() (*cel.Env, error) {
-	return cel.NewEnv(
+	opts := []cel.EnvOption{
 		ext.NativeTypes(
 			reflect.TypeFor[Agent](),
 			reflect.TypeFor[User](),
@@ -39,7 +39,6 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("user", cel.ObjectType("policy.User")),
 		cel.Variable("request", cel.ObjectType("policy.Request")),
 		cel.Variable("recent", cel.ObjectType("policy.Recent")),
-		leafVariables(),
 		// One binding per function rather than per overload: cel-go then
 		// skips the run-time signature check, which for a map argument
 		// walks the whole map on every call.
@@ -52,7 +51,8 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 			cel.Overload("currency_map", []*cel.Type{cel.MapType(cel.StringType, cel.DynType)}, cel.StringType),
 			cel.SingletonUnaryBinding(currencyOf),
 		),
-	)
+	}
+	return cel.NewEnv(append(opts, leafVariables()...)...)
 })
 
 // amountOf implements amount(): the RFC 9396 amount object's "amount", or a
@@ -146,19 +146,6 @@ func truncate(s string, n int) string {
 // celAdapter is the adapter of the environment: set once by newEnv.
 var celAdapter types.Adapter
 
-// jsonNumber is a JSON number as CEL sees it: an integer literal is an int,
-// anything else a double.
-func jsonNumber(v json.Number) ref.Val {
-	if i, err := v.Int64(); err == nil {
-		return types.Int(i)
-	}
-	f, err := v.Float64()
-	if err != nil {
-		return types.NewErr("invalid JSON number")
-	}
-	return types.Double(f)
-}
-
 // jsonAdapter adapts decoded JSON to CEL. rar decodes numbers as
 // json.Number, which cel-go does not know: an integer literal becomes a CEL
 // int, anything else a double. Maps and lists are wrapped with this adapter
@@ -173,7 +160,14 @@ func (a *jsonAdapter) NativeToValue(v any) ref.Val {
 	case ref.Val:
 		return v
 	case json.Number:
-		return jsonNumber(v)
+		if i, err := v.Int64(); err == nil {
+			return types.Int(i)
+		}
+		f, err := v.Float64()
+		if err != nil {
+			return types.NewErr("invalid JSON number")
+		}
+		return types.Double(f)
 	case map[string]any:
 		return types.NewStringInterfaceMap(a, v)
 	case []any:

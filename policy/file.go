@@ -149,8 +149,8 @@ func firstBadLine(lines []string) int {
 
 // enclosing names the request type and the rule whose text the last of
 // lines belongs to, read from the text alone (the file did not parse): the
-// nearest "- id: …" above, and the nearest key above that at most as
-// indented.
+// nearest "- id: …" above, and the nearest indented key above that, at most
+// as indented. A key at the top level (types:) ends the search.
 func enclosing(lines []string) (typ, rule string) {
 	ruleIndent := -1
 	for i := len(lines) - 1; i >= 0; i-- {
@@ -158,16 +158,16 @@ func enclosing(lines []string) (typ, rule string) {
 			rule, ruleIndent = m[2], len(m[1])
 			continue
 		}
-		if m := typeKeyLine.FindStringSubmatch(lines[i]); m != nil && (ruleIndent < 0 || len(m[1]) <= ruleIndent) {
-			if m[2] == "types" && len(m[1]) == 0 {
-				return typ, rule
-			}
-			if len(m[1]) > 0 {
-				return m[2], rule
-			}
+		m := typeKeyLine.FindStringSubmatch(lines[i])
+		switch {
+		case m == nil || (ruleIndent >= 0 && len(m[1]) > ruleIndent):
+		case len(m[1]) == 0:
+			return "", rule
+		default:
+			return m[2], rule
 		}
 	}
-	return typ, rule
+	return "", rule
 }
 
 // mapping returns the key and value nodes of a mapping, rejecting aliases,

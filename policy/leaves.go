@@ -20,7 +20,7 @@ import (
 
 // leafVariables declares a variable for every leaf field under the struct
 // variables, named by the fields' cel tags.
-func leafVariables() cel.EnvOption {
+func leafVariables() []cel.EnvOption {
 	var opts []cel.EnvOption
 	for name, t := range map[string]reflect.Type{
 		"agent":   reflect.TypeFor[Agent](),
@@ -32,15 +32,7 @@ func leafVariables() cel.EnvOption {
 			opts = append(opts, cel.Variable(path, typ))
 		}
 	}
-	return func(e *cel.Env) (*cel.Env, error) {
-		for _, o := range opts {
-			var err error
-			if e, err = o(e); err != nil {
-				return nil, err
-			}
-		}
-		return e, nil
-	}
+	return opts
 }
 
 // leaves maps the path of every non-struct field under t to its CEL type.

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"encoding/json"
 	"reflect"
 
 	"cel.dev/cel-go/common/types"
@@ -115,10 +114,8 @@ func (a *activation) NativeToValue(v any) ref.Val {
 		return a.object(v)
 	case []any:
 		return types.NewDynamicList(a, v)
-	case json.Number:
-		return jsonNumber(v)
 	}
-	return celAdapter.NativeToValue(v)
+	return celAdapter.NativeToValue(v) // json.Number and the rest
 }
 
 // object returns an object of this evaluation over m.

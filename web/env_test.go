@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -153,6 +152,13 @@ func (r response) JSON(t testing.TB) map[string]any {
 // postForm POSTs form to path as c (nil: no client authentication).
 func (e *testEnv) postForm(path string, c *client, form url.Values) response {
 	e.t.Helper()
+	return e.do(e.formRequest(path, c, form))
+}
+
+// formRequest builds the POST of form to path as c (nil: no client
+// authentication); the race tests send it later from other goroutines.
+func (e *testEnv) formRequest(path string, c *client, form url.Values) *http.Request {
+	e.t.Helper()
 	if form == nil {
 		form = url.Values{}
 	}
@@ -166,9 +172,9 @@ func (e *testEnv) postForm(path string, c *client, form url.Values) response {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if c != nil && c.Basic {
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID)+":"+url.QueryEscape(c.Secret))))
+		req.Header.Set("Authorization", basicAuth(c.ID, c.Secret))
 	}
-	return e.do(req)
+	return req
 }
 
 func (e *testEnv) do(req *http.Request) response {

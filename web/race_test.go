@@ -1,13 +1,11 @@
 package web
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"reflect"
-	"strings"
 	"sync"
 	"testing"
 
@@ -24,25 +22,6 @@ func raceClient(t *testing.T) *http.Client {
 	tr := &http.Transport{MaxIdleConns: racers, MaxIdleConnsPerHost: racers}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
-}
-
-// formRequest builds the POST that postForm would send, for sending later
-// from another goroutine.
-func (e *testEnv) formRequest(path string, c client, form url.Values) *http.Request {
-	e.t.Helper()
-	if !c.Basic {
-		form.Set("client_id", c.ID)
-		form.Set("client_secret", c.Secret)
-	}
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(form.Encode()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if c.Basic {
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID)+":"+url.QueryEscape(c.Secret))))
-	}
-	return req
 }
 
 // reply is one racer's answer.
@@ -104,7 +83,7 @@ func TestTokenPollRace(t *testing.T) {
 		e.resetPoll(reqID)
 		reqs := make([]*http.Request, racers)
 		for i := range reqs {
-			reqs[i] = e.formRequest("/token", e.agent, url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {authReqID}})
+			reqs[i] = e.formRequest("/token", &e.agent, url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {authReqID}})
 		}
 		var tokens []string
 		refused := 0
@@ -145,7 +124,7 @@ func TestRedeemRace(t *testing.T) {
 		tok, reqID := e.token(paymentEUR)
 		reqs := make([]*http.Request, racers)
 		for i := range reqs {
-			reqs[i] = e.formRequest("/redeem", e.rs, url.Values{"token": {tok}, "authorization_details": {paymentEUR}})
+			reqs[i] = e.formRequest("/redeem", &e.rs, url.Values{"token": {tok}, "authorization_details": {paymentEUR}})
 		}
 		active, already := 0, 0
 		for i, r := range fire(hc, reqs) {

@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -37,8 +35,8 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			if err != nil {
 				return errUsage{fmt.Errorf("%w\nnothing was published; the live version is unchanged", err)}
 			}
-			if err := warnUnregisteredTypes(ctx, a, file, src, stderr); err != nil {
-				return err
+			for _, t := range ch.Unregistered {
+				fmt.Fprintf(stderr, "warning: %s: type %s is not registered (countersign types apply); its rules apply to no request\n", file, t)
 			}
 			if asJSON {
 				return printJSON(stdout, ch)
@@ -202,24 +200,4 @@ func dryRunJSON(res approvals.DryRun) dryRunView {
 		v.Request.Quorums = append(v.Request.Quorums, quorumView{Group: q.Group, N: q.N, RequesterCounts: q.RequesterCounts})
 	}
 	return v
-}
-
-// warnUnregisteredTypes warns about rules for request types that are not
-// registered: most likely a misspelt type, whose real type then has no
-// rules, so that every request of it is denied.
-func warnUnregisteredTypes(ctx context.Context, a *app, file string, src []byte, stderr io.Writer) error {
-	f, err := policy.ParseFile(file, src)
-	if err != nil {
-		return err
-	}
-	_, registered, err := a.svc.Types().Registry(ctx)
-	if err != nil {
-		return err
-	}
-	for _, t := range slices.Sorted(maps.Keys(f.Types)) {
-		if _, ok := registered[t]; !ok {
-			fmt.Fprintf(stderr, "warning: %s: type %s is not registered (countersign types apply); its rules apply to no request\n", file, t)
-		}
-	}
-	return nil
 }
