@@ -8,8 +8,8 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/countersign/countersign/approvals/policy"
 	"github.com/countersign/countersign/internal/pgtest"
-	"github.com/countersign/countersign/policy"
 )
 
 // TestRecentMatchesHistory: the velocity counts (hourly counters kept by a

@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/countersign/countersign/policy"
+	"github.com/countersign/countersign/approvals/policy"
 	"github.com/jmoiron/sqlx"
 	"log/slog"
 	"time"

@@ -16,7 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/countersign/countersign/policy"
+	"github.com/countersign/countersign/approvals/policy"
 	"github.com/countersign/countersign/rar"
 )
 

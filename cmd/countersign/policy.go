@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/countersign/countersign/approvals"
-	"github.com/countersign/countersign/policy"
+	"github.com/countersign/countersign/approvals/policy"
 )
 
 func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {

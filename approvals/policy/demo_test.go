@@ -13,7 +13,7 @@ import (
 // demoSet compiles examples/demo/policy.yaml.
 func demoSet(t *testing.T) *Set {
 	t.Helper()
-	const name = "../examples/demo/policy.yaml"
+	const name = "../../examples/demo/policy.yaml"
 	data, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
