@@ -171,8 +171,15 @@ func (s *Store) CreateAgent(ctx context.Context, n NewAgent) (Agent, string, err
 	types := slices.Clone(n.Types)
 	slices.Sort(types)
 	var a Agent
-	err := s.db.QueryRowxContext(ctx, createAgentSQL, newID("agt_"), n.Name, n.Domain, pq.StringArray(slices.Compact(types)),
-		Labels(n.Labels), n.DeliveryMode, n.NotifyURL, n.AuthMethod, hash, NullJSON(n.JWKS), n.JWKSURL, n.IDTokenAlg).StructScan(&a)
+	err := s.change(ctx, func(t *Tx) error {
+		err := t.QueryRowxContext(ctx, createAgentSQL, newID("agt_"), n.Name, n.Domain, pq.StringArray(slices.Compact(types)),
+			Labels(n.Labels), n.DeliveryMode, n.NotifyURL, n.AuthMethod, hash, NullJSON(n.JWKS), n.JWKSURL, n.IDTokenAlg).StructScan(&a)
+		if err != nil {
+			return err
+		}
+		t.record(Event{Kind: KindAgentCreated, Actor: ActorCLI, AgentID: &a.ID, Body: mustJSON(map[string]any{"after": a})})
+		return nil
+	})
 	if err != nil {
 		return Agent{}, "", fmt.Errorf("approvals: create agent: %w", translate(err))
 	}
@@ -210,30 +217,49 @@ RETURNING id`
 // working at once. It returns the new one-time secret.
 func (s *Store) RotateAgentSecret(ctx context.Context, id string) (string, error) {
 	secret := NewSecret()
-	var got string
-	if err := s.db.GetContext(ctx, &got, rotateAgentSecretSQL, id, HashSecret(secret)); err != nil {
+	err := s.change(ctx, func(t *Tx) error {
+		var got string
+		if err := t.GetContext(ctx, &got, rotateAgentSecretSQL, id, HashSecret(secret)); err != nil {
+			return err
+		}
+		t.record(Event{Kind: KindAgentSecretRotated, Actor: ActorCLI, AgentID: &got, Body: mustJSON(nil)})
+		return nil
+	})
+	if err != nil {
 		return "", fmt.Errorf("approvals: rotate secret of %q (agents using private_key_jwt have none): %w", id, translate(err))
 	}
 	return secret, nil
 }
 
 const setAgentStatusSQL = `
-WITH a AS (
-	UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING id
-), revoked AS (
-	-- Suspending also revokes the agent's unspent tokens, in the same
-	-- statement: a token already handed out is not redeemable either.
-	UPDATE requests SET state = 'revoked', revoked_at = now()
-	WHERE agent_id = (SELECT id FROM a) AND $2 = 'suspended' AND state = 'token_issued'
-)
-SELECT id FROM a`
+WITH before AS (SELECT id, status AS before_status FROM agents WHERE id = $1 FOR UPDATE)
+UPDATE agents a SET status = $2, updated_at = now() FROM before WHERE a.id = before.id
+RETURNING a.id, before_status`
 
 // SetAgentStatus suspends ("suspended") or resumes ("active") an agent. A
 // suspended agent gets no new request and no token, and the tokens it holds
-// are revoked.
+// are revoked in the same change.
 func (s *Store) SetAgentStatus(ctx context.Context, id, status string) error {
-	var got string
-	if err := s.db.GetContext(ctx, &got, setAgentStatusSQL, id, status); err != nil {
+	err := s.change(ctx, func(t *Tx) error {
+		var got struct {
+			ID     string `db:"id"`
+			Before string `db:"before_status"`
+		}
+		if err := t.GetContext(ctx, &got, setAgentStatusSQL, id, status); err != nil {
+			return err
+		}
+		kind := KindAgentResumed
+		if status == "suspended" {
+			kind = KindAgentSuspended
+			if err := revokeTokensOf(ctx, t, "agent", got.ID, ActorCLI, "agent suspended"); err != nil {
+				return err
+			}
+		}
+		t.record(Event{Kind: kind, Actor: ActorCLI, AgentID: &got.ID,
+			Body: mustJSON(map[string]any{"before": map[string]string{"status": got.Before}, "after": map[string]string{"status": status}})})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("approvals: set status of agent %q: %w", id, translate(err))
 	}
 	return nil

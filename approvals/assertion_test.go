@@ -34,7 +34,7 @@ type assertionFixture struct {
 func newAssertionFixture(t testing.TB, jwksURL string, key *ecdsa.PrivateKey) assertionFixture {
 	t.Helper()
 	db := pgtest.New(t)
-	store := NewStore(db, nil)
+	store := NewStore(db)
 	keys, err := NewKeyStore(db, []byte("0123456789abcdef0123456789abcdef"), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -113,11 +113,22 @@ func (s *KeyStore) Ensure(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		res, err := s.db.ExecContext(ctx, ensureKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, s.now())
+		created := false
+		err = inTx(ctx, s.db, func(t *Tx) error {
+			res, err := t.ExecContext(ctx, ensureKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, s.now())
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				created = true
+				t.record(keyEvent(KindKeyCreated, ActorServer, KeyInfo{KID: k.kid, Alg: string(alg), Status: "current"}))
+			}
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("approvals: ensure %s key: %w", alg, translate(err))
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
+		if created {
 			s.invalidate()
 		}
 	}
@@ -236,7 +247,10 @@ func (s *KeyStore) PromoteDue(ctx context.Context) ([]KeyInfo, error) {
 			if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
 				return translate(err)
 			}
-			return translate(tx.GetContext(ctx, &info, promoteNextSQL, kid))
+			if err := tx.GetContext(ctx, &info, promoteNextSQL, kid); err != nil {
+				return translate(err)
+			}
+			return writeEvents(ctx, tx, []Event{keyEvent(KindKeyPromoted, ActorSweeper, KeyInfo(info))})
 		})
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -267,8 +281,10 @@ func (s *KeyStore) eachNewKey(ctx context.Context, what string,
 		var info KeyInfo
 		err = s.inAlgTx(ctx, alg, func(tx *sqlx.Tx, now time.Time) error {
 			var err error
-			info, err = step(tx, alg, k, now)
-			return err
+			if info, err = step(tx, alg, k, now); err != nil {
+				return err
+			}
+			return writeEvents(ctx, tx, []Event{keyEvent(KindKeyCreated, ActorCLI, info)})
 		})
 		if err != nil {
 			return out, fmt.Errorf("approvals: %s %s key: %w", what, alg, err)
@@ -293,6 +309,12 @@ func (s *KeyStore) inAlgTx(ctx context.Context, alg jose.SignatureAlgorithm, fn 
 		return err
 	}
 	return translate(tx.Commit())
+}
+
+// keyEvent is an event about signing key k: never its private half.
+func keyEvent(kind, actor string, k KeyInfo) Event {
+	return Event{Kind: kind, Actor: actor, Subject: ptr("key:" + k.KID),
+		Body: mustJSON(map[string]any{"after": map[string]any{"alg": k.Alg, "status": k.Status, "activates_at": k.ActivatesAt}})}
 }
 
 // execAll runs statements whose only parameter is the algorithm.

@@ -116,6 +116,15 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 	if err := tx.GetContext(ctx, &version, insertPolicySQL, string(source), name, digest); err != nil {
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", translate(err))
 	}
+	var before any
+	if cur.Version > 0 {
+		before = map[string]any{"version": cur.Version, "digest": cur.Digest, "file_name": cur.FileName}
+	}
+	if err := writeEvents(ctx, tx, []Event{{Kind: KindPolicyPublished, Actor: ActorCLI, Subject: ptr(fmt.Sprintf("policy:%d", version)),
+		Body: mustJSON(map[string]any{"before": before, "after": map[string]any{"version": version, "digest": digest, "file_name": name},
+			"diff": nonNilSlice(diff)})}}); err != nil {
+		return PolicyChange{}, err
+	}
 	if err := tx.Commit(); err != nil {
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
 	}
@@ -310,20 +319,13 @@ func (r recentRow) add(c *policy.Counts) {
 // over the last hour and day (policy.Recent): requests that include an
 // element of the type, counted once each, with the sum of their amounts.
 func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
-	return s.recent(ctx, nil, agentID, userID, types)
+	return s.recent(ctx, s.db, agentID, userID, types)
 }
 
-// recent is Recent, inside tx when it is not nil.
-func (s *Store) recent(ctx context.Context, tx *sqlx.Tx, agentID, userID string, types []string) (map[string]policy.Recent, error) {
-	stmt, err := s.prepared(ctx, recentSQL)
-	if err != nil {
-		return nil, fmt.Errorf("approvals: recent: %w", err)
-	}
-	if tx != nil {
-		stmt = tx.StmtxContext(ctx, stmt)
-	}
+// recent is Recent, read through q (an admission's transaction).
+func (s *Store) recent(ctx context.Context, q sqlx.QueryerContext, agentID, userID string, types []string) (map[string]policy.Recent, error) {
 	var rows []recentRow
-	if err := stmt.SelectContext(ctx, &rows, agentID, userID, pq.StringArray(types)); err != nil {
+	if err := sqlx.SelectContext(ctx, q, &rows, recentSQL, agentID, userID, pq.StringArray(types)); err != nil {
 		return nil, fmt.Errorf("approvals: recent: %w", err)
 	}
 	out := make(map[string]policy.Recent, len(types))
@@ -365,71 +367,6 @@ func elementAmount(e rar.Element) float64 {
 		return 0
 	}
 	return f
-}
-
-// DryRun is what a rule set would decide for a request, without storing
-// anything.
-type DryRun struct {
-	Elements    []policy.Decision
-	Requirement policy.Requirement
-}
-
-// DryRun evaluates the rule set in source (not published) against details as
-// if agentID (optional) asked on behalf of userHint (optional), with their
-// real velocity counts when given.
-func (s *Service) DryRun(ctx context.Context, name string, source, details []byte, agentID, userHint string, acrValues []string) (DryRun, error) {
-	f, err := policy.ParseFile(name, source)
-	if err != nil {
-		return DryRun{}, err
-	}
-	set, err := policy.Compile(f)
-	if err != nil {
-		return DryRun{}, err
-	}
-	reg, _, err := s.types.Registry(ctx)
-	if err != nil {
-		return DryRun{}, err
-	}
-	d, err := reg.Parse(details)
-	if err != nil {
-		return DryRun{}, err
-	}
-	var in policy.Input
-	var agent Agent
-	var user User
-	if agentID != "" {
-		if agent, err = s.store.Agent(ctx, agentID); err != nil {
-			return DryRun{}, err
-		}
-		in.Agent = policy.Agent{ID: agent.ID, Name: agent.Name, Domain: agent.Domain, Labels: agent.Labels}
-	}
-	if userHint != "" {
-		if user, err = s.store.UserByHint(ctx, userHint); err != nil {
-			return DryRun{}, err
-		}
-		in.User = policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups}
-	}
-	var types []string
-	for _, e := range d.Elements {
-		if !slices.Contains(types, e.Type) {
-			types = append(types, e.Type)
-		}
-	}
-	recent := map[string]policy.Recent{}
-	if agentID != "" || userHint != "" {
-		if recent, err = s.store.Recent(ctx, agent.ID, user.ID, types); err != nil {
-			return DryRun{}, err
-		}
-	}
-	now := s.now().In(s.tz)
-	in.Request = policy.Request{ACRValues: acrValues, Hour: int64(now.Hour()), Weekday: int64(now.Weekday())}
-	out := DryRun{Elements: make([]policy.Decision, len(d.Elements))}
-	for i, e := range d.Elements {
-		in.Details, in.Recent = e.Value, recent[e.Type]
-		out.Elements[i] = set.Evaluate(e.Type, in)
-	}
-	out.Requirement = policy.Combine(out.Elements, acrValues)
-	return out, nil
 }
 
 const purgeVelocitySQL = `DELETE FROM request_velocity WHERE bucket < velocity_bucket(now() - interval '1 day')`

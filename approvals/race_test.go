@@ -35,7 +35,7 @@ func newRaceFixture(t *testing.T) raceFixture {
 	t.Helper()
 	ctx := context.Background()
 	db := pgtest.New(t)
-	store := NewStore(db, nil)
+	store := NewStore(db)
 	keys, err := NewKeyStore(db, raceKEK, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +79,15 @@ func (f raceFixture) pending(t *testing.T) Created {
 	return c
 }
 
+// decide records the fixture user's verdict on request id.
+func (f raceFixture) decide(ctx context.Context, id string, approve bool) (Request, error) {
+	v := VerdictDeny
+	if approve {
+		v = VerdictApprove
+	}
+	return f.svc.Review(ctx, id, Reviewer{UserID: f.user.ID, AMR: []string{"hwk", "user"}}, ReviewInput{Verdict: v})
+}
+
 // contender is one of the callers racing to end a pending request.
 type contender struct {
 	name string
@@ -99,11 +108,13 @@ type raceOutcome struct {
 func (f raceFixture) contenders(c Created) []contender {
 	id := c.Request.ID
 	decideLost := func(err error) bool {
-		return errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrWrongState) || errors.Is(err, ErrExpired)
+		return errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrWrongState) || errors.Is(err, ErrExpired) ||
+			// The same reviewer's other verdict won.
+			errors.Is(err, ErrAlreadyReviewed)
 	}
 	decide := func(approve bool) func(context.Context) (bool, error) {
 		return func(ctx context.Context) (bool, error) {
-			r, err := f.svc.Decide(ctx, id, Decision{Approve: approve, By: f.user.ID})
+			r, err := f.decide(ctx, id, approve)
 			if err != nil {
 				return false, err
 			}
@@ -215,7 +226,7 @@ func TestConcurrentDecisionsOneOutcome(t *testing.T) {
 				if !slices.Contains(tc.mayWin, name) {
 					t.Errorf("%s won %d of %d trials; only %v may win; Next(pending, %s) with the request %s says %v",
 						name, n, trials, tc.mayWin, name, map[bool]string{true: "expired", false: "live"}[tc.due],
-						nextErr(Event(name), tc.due))
+						nextErr(Action(name), tc.due))
 				}
 			}
 		})
@@ -257,7 +268,7 @@ func saysExpired(err error) bool {
 
 // nextErr is what the pure state machine says to event ev on a pending
 // request, expired or live.
-func nextErr(ev Event, expired bool) error {
+func nextErr(ev Action, expired bool) error {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	exp := now.Add(time.Hour)
 	if expired {

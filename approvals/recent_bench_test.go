@@ -24,16 +24,16 @@ GROUP BY 1, 2, 3, 4`
 func BenchmarkRecent(b *testing.B) {
 	ctx := context.Background()
 	db := pgtest.New(b)
-	store := NewStore(db, nil)
+	store := NewStore(db)
 	const seed = `
 INSERT INTO agents (id, name, domain, types, delivery_mode, auth_method, secret_hash)
 SELECT 'agt_' || i, 'agent ' || i, 'a.example.com', '{payment_initiation}', 'poll', 'client_secret_basic', '\x00'
 FROM generate_series(0, 9) i;
 INSERT INTO users (id, email) SELECT 'usr_' || i, 'u' || i || '@example.com' FROM generate_series(0, 99) i;
-INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, details_hash,
 	types, type_versions, audience, created_at, expires_at, poll_interval, outcome, amount)
 SELECT gen_random_uuid(), 'agt_' || (i % 10), 'usr_' || (i % 100),
-	(ARRAY['approved','denied','pending','expired','redeemed'])[1 + i % 5], 'openid', '[]', '[]', 'h',
+	(ARRAY['approved','denied','pending','expired','redeemed'])[1 + i % 5], 'openid', '[]', 'h',
 	'{payment_initiation}', '{}', '{https://api.example.com}',
 	now() - (i::double precision / 1000000) * interval '90 days',
 	now() - (i::double precision / 1000000) * interval '90 days' + interval '10 minutes', 5,

@@ -19,7 +19,7 @@ import (
 func TestRecentMatchesHistory(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
-	store := NewStore(db, nil)
+	store := NewStore(db)
 	const setup = `
 INSERT INTO agents (id, name, domain, types, delivery_mode, auth_method, secret_hash)
 VALUES ('agt_a', 'a', 'a.example.com', '{t1,t2}', 'poll', 'client_secret_basic', '\x00'),
@@ -37,9 +37,9 @@ INSERT INTO users (id, email) VALUES ('usr_a', 'a@example.com'), ('usr_b', 'b@ex
 		var id string
 		age := time.Duration(rng.Int64N(int64(30 * time.Hour)))
 		err := db.GetContext(ctx, &id, `
-INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
+INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, details_hash,
 	types, type_versions, audience, created_at, expires_at, poll_interval, outcome, amount)
-VALUES (gen_random_uuid(), $1, $2, 'pending', 'openid', '[]', '[]', 'h', $3, '{}', '{x}',
+VALUES (gen_random_uuid(), $1, $2, 'pending', 'openid', '[]', 'h', $3, '{}', '{x}',
 	now() - make_interval(secs => $4), now() - make_interval(secs => $4) + interval '10 minutes', 5, $5, $6)
 RETURNING id`, []string{"agt_a", "agt_b"}[rng.IntN(2)], []string{"usr_a", "usr_b"}[rng.IntN(2)],
 			pq.StringArray(typeSets[rng.IntN(3)]), age.Seconds(), outcomes[rng.IntN(4)], float64(rng.IntN(1000)))

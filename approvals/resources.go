@@ -47,8 +47,16 @@ func (s *Store) CreateResourceServer(ctx context.Context, n NewResourceServer) (
 	}
 	secret := NewSecret()
 	var r ResourceServer
-	err := s.db.QueryRowxContext(ctx, createResourceSQL, newID("rs_"), n.Name, n.Audience,
-		pq.StringArray(sortedSet(n.Types)), HashSecret(secret)).StructScan(&r)
+	err := s.change(ctx, func(t *Tx) error {
+		err := t.QueryRowxContext(ctx, createResourceSQL, newID("rs_"), n.Name, n.Audience,
+			pq.StringArray(sortedSet(n.Types)), HashSecret(secret)).StructScan(&r)
+		if err != nil {
+			return err
+		}
+		t.record(Event{Kind: KindResourceCreated, Actor: ActorCLI, Subject: ptr("resource_server:" + r.ID),
+			Body: mustJSON(map[string]any{"after": r})})
+		return nil
+	})
 	if err != nil {
 		return ResourceServer{}, "", fmt.Errorf("approvals: create resource server: %w", translate(err))
 	}
@@ -106,8 +114,15 @@ const rotateResourceSecretSQL = `UPDATE resource_servers SET secret_hash = $2 WH
 // the new one-time secret.
 func (s *Store) RotateResourceServerSecret(ctx context.Context, id string) (string, error) {
 	secret := NewSecret()
-	var got string
-	if err := s.db.GetContext(ctx, &got, rotateResourceSecretSQL, id, HashSecret(secret)); err != nil {
+	err := s.change(ctx, func(t *Tx) error {
+		var got string
+		if err := t.GetContext(ctx, &got, rotateResourceSecretSQL, id, HashSecret(secret)); err != nil {
+			return err
+		}
+		t.record(Event{Kind: KindResourceSecretRotate, Actor: ActorCLI, Subject: ptr("resource_server:" + got), Body: mustJSON(nil)})
+		return nil
+	})
+	if err != nil {
 		return "", fmt.Errorf("approvals: rotate secret of %q: %w", id, translate(err))
 	}
 	return secret, nil

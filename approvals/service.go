@@ -3,17 +3,14 @@ package approvals
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/countersign/countersign/approvals/policy"
@@ -121,161 +118,6 @@ func (s *Service) Issuer() string { return s.issuer }
 
 // ApprovalURL is the session-bound consent page of request id.
 func (s *Service) ApprovalURL(id string) string { return s.issuer + "/approve/" + id }
-
-// AuthRequest holds the parameters of a backchannel authentication request
-// (CIBA §7.1) after form parsing.
-type AuthRequest struct {
-	Scope                   string
-	AuthorizationDetails    []byte
-	LoginHint               string
-	IDTokenHint             string
-	LoginHintToken          string
-	BindingMessage          string
-	UserCode                string
-	RequestedExpiry         int // seconds; 0 when absent
-	ACRValues               []string
-	ClientNotificationToken string
-	Resources               []string // RFC 8707
-}
-
-// Created is the answer to a successful backchannel authentication request.
-type Created struct {
-	Request   Request
-	AuthReqID string
-	ExpiresIn int
-	Interval  int
-}
-
-// Authorize handles a backchannel authentication request from an
-// authenticated agent: it validates every parameter, resolves the user, and
-// stores a pending request. Refusals are *Refusal.
-func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Created, error) {
-	if agent.Status != "active" {
-		return Created{}, refuse(CodeUnauthorizedClient, "the client is suspended")
-	}
-	if !slices.Contains(strings.Fields(p.Scope), "openid") {
-		return Created{}, refuse(CodeInvalidScope, "scope must contain openid")
-	}
-	// OpenID Core §3.1.2.1: scope values not understood are ignored. The
-	// granted scope is returned with the token.
-	var scope []string
-	for _, sc := range strings.Fields(p.Scope) {
-		if (sc == "openid" || sc == "email") && !slices.Contains(scope, sc) {
-			scope = append(scope, sc)
-		}
-	}
-	if err := checkBindingMessage(p.BindingMessage); err != nil {
-		return Created{}, err
-	}
-	if agent.DeliveryMode == DeliveryPing && p.ClientNotificationToken == "" {
-		return Created{}, refuse(CodeInvalidRequest, "client_notification_token is required for ping delivery")
-	}
-	if len(p.ClientNotificationToken) > 1024 {
-		return Created{}, refuse(CodeInvalidRequest, "client_notification_token is longer than 1024 characters")
-	}
-	if p.ClientNotificationToken != "" && !isBearerToken(p.ClientNotificationToken) {
-		// CIBA §7.1: it is sent back as a Bearer credential, so it must
-		// have that syntax (RFC 6750 §2.1).
-		return Created{}, refuse(CodeInvalidRequest, "client_notification_token must have the syntax of a Bearer token (RFC 6750 section 2.1)")
-	}
-	for _, r := range p.Resources {
-		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
-			return Created{}, refuse(CodeInvalidTarget, "resource must be an absolute URI without a fragment")
-		}
-	}
-
-	reg, versions, err := s.types.Registry(ctx)
-	if err != nil {
-		return Created{}, err
-	}
-	if len(p.AuthorizationDetails) == 0 {
-		return Created{}, refuse(CodeInvalidRequest, "authorization_details is required")
-	}
-	details, err := reg.Parse(p.AuthorizationDetails)
-	if err != nil {
-		var fe *rar.FieldError
-		if errors.As(err, &fe) {
-			// The description is for the client: without the Go package prefix.
-			return Created{}, refuse(CodeInvalidAuthorizationDetails, strings.TrimPrefix(fe.Error(), "rar: "))
-		}
-		return Created{}, err
-	}
-	var types []string
-	lifetime := time.Duration(0)
-	for i, e := range details.Elements {
-		if !slices.Contains(agent.Types, e.Type) {
-			return Created{}, refuse(CodeInvalidAuthorizationDetails,
-				// RFC 6749 §5.2: no quotes in error_description.
-				fmt.Sprintf("authorization_details[%d]: type %s is not allowed for this client", i, e.Type))
-		}
-		t, _ := reg.Type(e.Type)
-		if lifetime == 0 || t.MaxLifetime < lifetime {
-			lifetime = t.MaxLifetime
-		}
-		if !slices.Contains(types, e.Type) {
-			types = append(types, e.Type)
-		}
-	}
-	// CIBA §7.1: requested_expiry asks for an expires_in; the type's maximum
-	// lifetime caps it.
-	if p.RequestedExpiry < 0 {
-		return Created{}, refuse(CodeInvalidRequest, "requested_expiry must be a positive integer")
-	}
-	// Compared in seconds: a huge requested_expiry would overflow a Duration.
-	if p.RequestedExpiry > 0 && int64(p.RequestedExpiry) < int64(lifetime/time.Second) {
-		lifetime = time.Duration(p.RequestedExpiry) * time.Second
-	}
-
-	user, err := s.resolveUser(ctx, agent, p)
-	if err != nil {
-		return Created{}, err
-	}
-	audience, err := s.audience(ctx, p.Resources, details, types)
-	if err != nil {
-		return Created{}, err
-	}
-
-	id := newUUID()
-	req := Request{
-		ID: uuidString(id[:]), AgentID: agent.ID, UserID: user.ID, Scope: strings.Join(scope, " "),
-		DetailsCanonical: string(details.Canonical), DetailsHash: details.Hash,
-		Types: types, TypeVersions: pick(versions, types), BindingMessage: p.BindingMessage,
-		ACRValues: pq.StringArray(nonNil(p.ACRValues)), Resources: pq.StringArray(nonNil(p.Resources)), Audience: audience,
-		PollInterval: s.interval,
-	}
-	if p.ClientNotificationToken != "" {
-		req.ClientNotificationToken = &p.ClientNotificationToken
-	}
-	for _, e := range details.Elements {
-		req.Amount += elementAmount(e)
-	}
-	// The velocity counts a rule reads and the request they let through are
-	// one step: requests of the same agent or user wait for each other, so
-	// parallel requests cannot all slip under a velocity limit.
-	var stored Request
-	err = s.store.admit(ctx, agent.ID, user.ID, func(tx *sqlx.Tx) error {
-		if err := s.applyPolicy(ctx, tx, &req, agent, user, p, details); err != nil {
-			return err
-		}
-		stored, err = s.store.insertRequest(ctx, tx, req, lifetime)
-		return err
-	})
-	if err != nil {
-		return Created{}, err
-	}
-	version := 0
-	if stored.PolicyVersion != nil {
-		version = *stored.PolicyVersion
-	}
-	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,
-		"policy_version", version, "rule", stored.PolicyRule)
-	if stored.State == StateDenied {
-		// SPEC §4: deny refuses at request time with the rule's reason; the
-		// request is kept for velocity counts and the audit trail.
-		return Created{}, refuse(CodeAccessDenied, stored.PolicyReason)
-	}
-	return Created{Request: stored, AuthReqID: s.handles.issue(id), ExpiresIn: int(lifetime / time.Second), Interval: s.interval}, nil
-}
 
 func checkBindingMessage(m string) error {
 	if utf8.RuneCountInString(m) > MaxBindingMessage {
@@ -463,85 +305,6 @@ func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) err
 		return refuse(CodeInvalidGrant, "the request is no longer pending")
 	}
 	return err
-}
-
-// Decide records a user's decision on a pending request. Only the user the
-// request is for may decide it; step-up and quorum arrive with the approver web.
-func (s *Service) Decide(ctx context.Context, requestID string, d Decision) (Request, error) {
-	r, err := s.store.Request(ctx, requestID)
-	if err != nil {
-		return Request{}, err
-	}
-	if d.By != r.UserID {
-		return Request{}, fmt.Errorf("%w: only the user the request is for may decide it", ErrNotAllowed)
-	}
-	if d.Approve && (r.StepUp || len(r.Quorum) > 0) {
-		// A step-up needs a fresh passkey assertion and a quorum several
-		// approvers: neither can be met by a plain approval.
-		return Request{}, fmt.Errorf("%w: this request needs a passkey step-up or a quorum of approvers, not a plain approval", ErrNotAllowed)
-	}
-	if d.ACR == "" {
-		d.ACR = ACRApproval
-	}
-	if len(d.AMR) == 0 {
-		d.AMR = []string{"user"}
-	}
-	out, err := s.store.Decide(ctx, requestID, d)
-	if err != nil {
-		return Request{}, err
-	}
-	s.logger.InfoContext(ctx, "request decided", "request", out, "approve", d.Approve)
-	return out, nil
-}
-
-// applyPolicy evaluates the current risk policy (SPEC §4) for every element
-// of req and records the outcome: allow approves req at once, deny denies it,
-// the others leave it pending with what a human must do.
-func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, agent Agent, user User, p AuthRequest, details *rar.Details) error {
-	set, version, err := s.policies.Current(ctx)
-	if err != nil {
-		return err
-	}
-	if set == nil {
-		// Deny by default: with no published thresholds nothing is allowed.
-		req.State, req.Outcome, req.PolicyReason = StateDenied, policy.Deny.String(), "no risk policy is published"
-		req.DecisionReason = req.PolicyReason
-		return nil
-	}
-	recent := map[string]policy.Recent{}
-	if set.ReadsRecent(req.Types...) {
-		if recent, err = s.store.recent(ctx, tx, agent.ID, user.ID, req.Types); err != nil {
-			return err
-		}
-	}
-	now := s.now().In(s.tz)
-	in := policy.Input{
-		Agent: policy.Agent{ID: agent.ID, Name: agent.Name, Domain: agent.Domain, Labels: agent.Labels},
-		User:  policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups},
-		Request: policy.Request{BindingMessage: p.BindingMessage, ACRValues: p.ACRValues,
-			RequestedExpiry: int64(p.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday()),
-			Amount: req.Amount, Elements: int64(len(details.Elements))},
-	}
-	decisions := make([]policy.Decision, len(details.Elements))
-	for i, e := range details.Elements {
-		in.Details, in.Recent = e.Value, recent[e.Type]
-		decisions[i] = set.Evaluate(e.Type, in)
-		if err := decisions[i].Err; err != nil {
-			// Fail closed (the strictest outcome was chosen), and say so.
-			s.logger.WarnContext(ctx, "risk rule failed to evaluate", "policy_version", version, "type", e.Type,
-				"rule", decisions[i].RuleID, "err", err)
-		}
-	}
-	need := policy.Combine(decisions, p.ACRValues)
-	req.Outcome, req.PolicyVersion, req.PolicyRule, req.PolicyReason = need.Kind.String(), &version, need.RuleID, need.Reason
-	req.Quorum, req.StepUp, req.UserRequired = need.Quorums, need.StepUp, need.User
-	switch need.Kind {
-	case policy.Deny:
-		req.State, req.DecisionReason = StateDenied, need.Reason
-	case policy.Allow:
-		req.State, req.ACR, req.AMR = StateApproved, need.ACR(), []string{"policy"}
-	}
-	return nil
 }
 
 // isBearerToken reports whether s is an RFC 6750 §2.1 b64token:

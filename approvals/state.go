@@ -26,40 +26,41 @@ const (
 	StateRevoked     State = "revoked"
 )
 
-// Event is something that happens to a request.
-type Event string
+// Action is something done to a request: what a transition of the state
+// machine is named after.
+type Action string
 
-// The events of a request.
+// The actions on a request.
 const (
-	EventApprove Event = "approve"
-	EventDeny    Event = "deny"
-	EventExpire  Event = "expire"
-	EventCancel  Event = "cancel"
-	EventIssue   Event = "issue"  // the agent collects the token
-	EventRedeem  Event = "redeem" // a resource server spends the token
-	EventRevoke  Event = "revoke"
+	ActionApprove Action = "approve"
+	ActionDeny    Action = "deny"
+	ActionExpire  Action = "expire"
+	ActionCancel  Action = "cancel"
+	ActionIssue   Action = "issue"  // the agent collects the token
+	ActionRedeem  Action = "redeem" // a resource server spends the token
+	ActionRevoke  Action = "revoke"
 )
 
 // transitions lists, for each event, the states it may leave and the state it
 // leads to. The store's guarded UPDATEs use the same table (From), so the SQL
 // and the pure function cannot disagree.
-var transitions = map[Event]struct {
+var transitions = map[Action]struct {
 	from []State
 	to   State
 	// live means the request (or its token) must not have expired yet.
 	live bool
 }{
-	EventApprove: {[]State{StatePending}, StateApproved, true},
-	EventDeny:    {[]State{StatePending}, StateDenied, true},
-	EventCancel:  {[]State{StatePending}, StateCancelled, true},
-	EventExpire:  {[]State{StatePending, StateApproved}, StateExpired, false},
-	EventIssue:   {[]State{StateApproved}, StateTokenIssued, true},
-	EventRedeem:  {[]State{StateTokenIssued}, StateRedeemed, true},
-	EventRevoke:  {[]State{StateTokenIssued}, StateRevoked, false},
+	ActionApprove: {[]State{StatePending}, StateApproved, true},
+	ActionDeny:    {[]State{StatePending}, StateDenied, true},
+	ActionCancel:  {[]State{StatePending}, StateCancelled, true},
+	ActionExpire:  {[]State{StatePending, StateApproved}, StateExpired, false},
+	ActionIssue:   {[]State{StateApproved}, StateTokenIssued, true},
+	ActionRedeem:  {[]State{StateTokenIssued}, StateRedeemed, true},
+	ActionRevoke:  {[]State{StateTokenIssued}, StateRevoked, false},
 }
 
 // From returns the states event may leave.
-func From(e Event) []State { return transitions[e].from }
+func From(e Action) []State { return transitions[e].from }
 
 // Terminal reports whether no event leads out of s.
 func (s State) Terminal() bool {
@@ -74,7 +75,7 @@ func (s State) Terminal() bool {
 // Next is the request state machine as a pure function: the state that event
 // e leads to from state s, for a request (or, for redeem, a token) that
 // expires at expiresAt, at time now. It does no I/O.
-func Next(s State, e Event, expiresAt, now time.Time) (State, error) {
+func Next(s State, e Action, expiresAt, now time.Time) (State, error) {
 	t, ok := transitions[e]
 	if !ok {
 		return s, fmt.Errorf("approvals: unknown event %q", e)
@@ -85,7 +86,7 @@ func Next(s State, e Event, expiresAt, now time.Time) (State, error) {
 		}
 		return s, fmt.Errorf("%w: cannot %s a request that is %s", ErrWrongState, e, s)
 	}
-	if e == EventExpire && now.Before(expiresAt) {
+	if e == ActionExpire && now.Before(expiresAt) {
 		return s, fmt.Errorf("%w: request expires at %s", ErrWrongState, expiresAt.Format(time.RFC3339))
 	}
 	if t.live && !now.Before(expiresAt) {

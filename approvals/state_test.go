@@ -12,7 +12,7 @@ func TestStateScenarios(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	expires := t0.Add(10 * time.Minute)
 	type step struct {
-		event Event
+		event Action
 		at    time.Duration // after t0
 		want  State
 		err   error // nil: the event applies
@@ -22,61 +22,61 @@ func TestStateScenarios(t *testing.T) {
 		steps []step
 	}{
 		{"approve, collect, redeem", []step{
-			{EventApprove, time.Minute, StateApproved, nil},
-			{EventIssue, 2 * time.Minute, StateTokenIssued, nil},
-			{EventRedeem, 3 * time.Minute, StateRedeemed, nil},
-			{EventRedeem, 3 * time.Minute, StateRedeemed, ErrAlreadyDecided},
-			{EventRevoke, 4 * time.Minute, StateRedeemed, ErrAlreadyDecided},
+			{ActionApprove, time.Minute, StateApproved, nil},
+			{ActionIssue, 2 * time.Minute, StateTokenIssued, nil},
+			{ActionRedeem, 3 * time.Minute, StateRedeemed, nil},
+			{ActionRedeem, 3 * time.Minute, StateRedeemed, ErrAlreadyDecided},
+			{ActionRevoke, 4 * time.Minute, StateRedeemed, ErrAlreadyDecided},
 		}},
 		{"deny is final", []step{
-			{EventDeny, time.Minute, StateDenied, nil},
-			{EventApprove, time.Minute, StateDenied, ErrAlreadyDecided},
-			{EventIssue, time.Minute, StateDenied, ErrAlreadyDecided},
-			{EventCancel, time.Minute, StateDenied, ErrAlreadyDecided},
-			{EventExpire, 20 * time.Minute, StateDenied, ErrAlreadyDecided},
+			{ActionDeny, time.Minute, StateDenied, nil},
+			{ActionApprove, time.Minute, StateDenied, ErrAlreadyDecided},
+			{ActionIssue, time.Minute, StateDenied, ErrAlreadyDecided},
+			{ActionCancel, time.Minute, StateDenied, ErrAlreadyDecided},
+			{ActionExpire, 20 * time.Minute, StateDenied, ErrAlreadyDecided},
 		}},
 		{"decision after expiry is refused, then the sweeper expires it", []step{
-			{EventApprove, 10 * time.Minute, StatePending, ErrExpired},
-			{EventDeny, 11 * time.Minute, StatePending, ErrExpired},
-			{EventExpire, 11 * time.Minute, StateExpired, nil},
-			{EventApprove, 11 * time.Minute, StateExpired, ErrAlreadyDecided},
+			{ActionApprove, 10 * time.Minute, StatePending, ErrExpired},
+			{ActionDeny, 11 * time.Minute, StatePending, ErrExpired},
+			{ActionExpire, 11 * time.Minute, StateExpired, nil},
+			{ActionApprove, 11 * time.Minute, StateExpired, ErrAlreadyDecided},
 		}},
 		{"expiry is not early", []step{
-			{EventExpire, 9 * time.Minute, StatePending, ErrWrongState},
-			{EventApprove, 9 * time.Minute, StateApproved, nil},
+			{ActionExpire, 9 * time.Minute, StatePending, ErrWrongState},
+			{ActionApprove, 9 * time.Minute, StateApproved, nil},
 		}},
 		{"approved but never collected expires", []step{
-			{EventApprove, time.Minute, StateApproved, nil},
-			{EventIssue, 10 * time.Minute, StateApproved, ErrExpired},
-			{EventExpire, 10 * time.Minute, StateExpired, nil},
-			{EventIssue, 10 * time.Minute, StateExpired, ErrAlreadyDecided},
+			{ActionApprove, time.Minute, StateApproved, nil},
+			{ActionIssue, 10 * time.Minute, StateApproved, ErrExpired},
+			{ActionExpire, 10 * time.Minute, StateExpired, nil},
+			{ActionIssue, 10 * time.Minute, StateExpired, ErrAlreadyDecided},
 		}},
 		{"cancel by the agent", []step{
-			{EventCancel, time.Minute, StateCancelled, nil},
-			{EventApprove, time.Minute, StateCancelled, ErrAlreadyDecided},
+			{ActionCancel, time.Minute, StateCancelled, nil},
+			{ActionApprove, time.Minute, StateCancelled, ErrAlreadyDecided},
 		}},
 		{"cannot cancel after approval", []step{
-			{EventApprove, time.Minute, StateApproved, nil},
-			{EventCancel, time.Minute, StateApproved, ErrWrongState},
-			{EventIssue, time.Minute, StateTokenIssued, nil},
-			{EventIssue, time.Minute, StateTokenIssued, ErrWrongState},
+			{ActionApprove, time.Minute, StateApproved, nil},
+			{ActionCancel, time.Minute, StateApproved, ErrWrongState},
+			{ActionIssue, time.Minute, StateTokenIssued, nil},
+			{ActionIssue, time.Minute, StateTokenIssued, ErrWrongState},
 		}},
 		{"revoked token cannot be redeemed", []step{
-			{EventApprove, time.Minute, StateApproved, nil},
-			{EventIssue, time.Minute, StateTokenIssued, nil},
-			{EventRevoke, 2 * time.Minute, StateRevoked, nil},
-			{EventRedeem, 2 * time.Minute, StateRevoked, ErrAlreadyDecided},
+			{ActionApprove, time.Minute, StateApproved, nil},
+			{ActionIssue, time.Minute, StateTokenIssued, nil},
+			{ActionRevoke, 2 * time.Minute, StateRevoked, nil},
+			{ActionRedeem, 2 * time.Minute, StateRevoked, ErrAlreadyDecided},
 		}},
 		{"redeem needs a live token; revoke does not", []step{
-			{EventApprove, time.Minute, StateApproved, nil},
-			{EventIssue, time.Minute, StateTokenIssued, nil},
-			{EventRedeem, 10 * time.Minute, StateTokenIssued, ErrExpired},
-			{EventRevoke, 11 * time.Minute, StateRevoked, nil},
+			{ActionApprove, time.Minute, StateApproved, nil},
+			{ActionIssue, time.Minute, StateTokenIssued, nil},
+			{ActionRedeem, 10 * time.Minute, StateTokenIssued, ErrExpired},
+			{ActionRevoke, 11 * time.Minute, StateRevoked, nil},
 		}},
 		{"nothing before approval", []step{
-			{EventIssue, time.Minute, StatePending, ErrWrongState},
-			{EventRedeem, time.Minute, StatePending, ErrWrongState},
-			{EventRevoke, time.Minute, StatePending, ErrWrongState},
+			{ActionIssue, time.Minute, StatePending, ErrWrongState},
+			{ActionRedeem, time.Minute, StatePending, ErrWrongState},
+			{ActionRevoke, time.Minute, StatePending, ErrWrongState},
 		}},
 	}
 	for _, sc := range scenarios {

@@ -1,14 +1,11 @@
 package approvals
 
 import (
-	"context"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -16,41 +13,13 @@ import (
 
 // Store keeps the domain in PostgreSQL. Every method takes ctx first.
 type Store struct {
-	db  *sqlx.DB
-	now func() time.Time
-
-	mu    sync.Mutex
-	stmts map[string]*sqlx.Stmt
+	db    *sqlx.DB
+	locks keyedLocks // admissions that read velocity, by agent and by user
 }
 
-// NewStore returns a Store on db. now is the clock (nil: time.Now); the
-// database's own clock is used in guards, so replicas agree.
-func NewStore(db *sqlx.DB, now func() time.Time) *Store {
-	if now == nil {
-		now = time.Now
-	}
-	return &Store{db: db, now: now}
-}
-
-// prepared returns query prepared once for the pool: the hot statements skip
-// a parse-and-plan round trip on every call (PostgreSQL switches a prepared
-// statement to a cached generic plan once it pays off).
-func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.stmts[query]; ok {
-		return st, nil
-	}
-	st, err := s.db.PreparexContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	if s.stmts == nil {
-		s.stmts = map[string]*sqlx.Stmt{}
-	}
-	s.stmts[query] = st
-	return st, nil
-}
+// NewStore returns a Store on db. Guards use the database's clock, so
+// replicas agree on time.
+func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
 
 // DB returns the underlying pool.
 func (s *Store) DB() *sqlx.DB { return s.db }

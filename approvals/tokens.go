@@ -270,19 +270,22 @@ func (s *Service) Revoke(ctx context.Context, agent *Agent, rs *ResourceServer, 
 	if err := s.keys.Verify(ctx, token, "at+jwt", &claims); err != nil {
 		return nil
 	}
+	var actor string
 	switch {
 	case agent != nil:
 		if claims.ClientID != agent.ID {
 			return refuse(CodeUnauthorizedClient, "the token was not issued to this client")
 		}
+		actor = ActorAgent(agent.ID)
 	case rs != nil:
 		if !slices.Contains(claims.Audience, rs.Audience) {
 			return refuse(CodeUnauthorizedClient, "the token is not meant for this resource server")
 		}
+		actor = ActorResourceServer(rs.ID)
 	default:
 		return nil
 	}
-	ok, err := s.store.Revoke(ctx, claims.JTI)
+	ok, err := s.store.Revoke(ctx, claims.JTI, actor)
 	if err != nil {
 		return err
 	}

@@ -147,6 +147,7 @@ func (ts *TypeStore) Apply(ctx context.Context, types []rar.Type) ([]TypeChange,
 	}
 
 	var changes []TypeChange
+	var events []Event
 	for _, t := range types {
 		digest, def, err := definitionOf(t).digest()
 		if err != nil {
@@ -163,11 +164,20 @@ func (ts *TypeStore) Apply(ctx context.Context, types []rar.Type) ([]TypeChange,
 		if _, err := tx.ExecContext(ctx, insertTypeVersionSQL, t.Name, version, def, digest); err != nil {
 			return nil, fmt.Errorf("approvals: apply type %q: %w", t.Name, translate(err))
 		}
-		action := "updated"
+		action, kind := "updated", KindTypeUpdated
+		var before any
+		if cur, ok := current[t.Name]; ok {
+			before = map[string]any{"version": cur.Version, "digest": cur.Digest}
+		}
 		if version == 1 {
-			action = "created"
+			action, kind = "created", KindTypeCreated
 		}
 		changes = append(changes, TypeChange{Name: t.Name, Version: version, Action: action})
+		events = append(events, Event{Kind: kind, Actor: ActorCLI, Subject: ptr("type:" + t.Name),
+			Body: mustJSON(map[string]any{"before": before, "after": map[string]any{"version": version, "digest": digest}})})
+	}
+	if err := writeEvents(ctx, tx, events); err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("approvals: apply types: %w", err)

@@ -58,8 +58,17 @@ func (s *Store) CreateUser(ctx context.Context, n NewUser) (User, error) {
 		codeHash = &h
 	}
 	var u User
-	err = s.db.QueryRowxContext(ctx, createUserSQL, newID("usr_"), strings.ToLower(addr.Address), n.Name,
-		pq.StringArray(sortedSet(n.Roles)), pq.StringArray(sortedSet(n.Groups)), codeHash).StructScan(&u)
+	err = s.change(ctx, func(t *Tx) error {
+		err := t.QueryRowxContext(ctx, createUserSQL, newID("usr_"), strings.ToLower(addr.Address), n.Name,
+			pq.StringArray(sortedSet(n.Roles)), pq.StringArray(sortedSet(n.Groups)), codeHash).StructScan(&u)
+		if err != nil {
+			return err
+		}
+		// The user code is a secret: the event says only that there is one.
+		t.record(Event{Kind: KindUserCreated, Actor: ActorCLI, UserID: &u.ID,
+			Body: mustJSON(map[string]any{"after": u, "user_code": u.HasUserCode()})})
+		return nil
+	})
 	if err != nil {
 		return User{}, fmt.Errorf("approvals: create user: %w", translate(err))
 	}
@@ -89,21 +98,34 @@ func (s *Store) Users(ctx context.Context) ([]User, error) {
 }
 
 const setUserStatusSQL = `
-WITH u AS (
-	UPDATE users SET status = $2, updated_at = now() WHERE id = $1 OR email = lower($1) RETURNING id
-), revoked AS (
-	-- Suspending also revokes the unspent tokens issued for the user.
-	UPDATE requests SET state = 'revoked', revoked_at = now()
-	WHERE user_id = (SELECT id FROM u) AND $2 = 'suspended' AND state = 'token_issued'
-)
-SELECT id FROM u`
+WITH before AS (SELECT id, status AS before_status FROM users WHERE id = $1 OR email = lower($1) FOR UPDATE)
+UPDATE users u SET status = $2, updated_at = now() FROM before WHERE u.id = before.id
+RETURNING u.id, before_status`
 
 // SetUserStatus suspends or reactivates a user (by id or email). A suspended
 // user's requests yield no token, and the tokens already issued for them are
-// revoked.
+// revoked in the same change.
 func (s *Store) SetUserStatus(ctx context.Context, idOrEmail, status string) error {
-	var got string
-	if err := s.db.GetContext(ctx, &got, setUserStatusSQL, idOrEmail, status); err != nil {
+	err := s.change(ctx, func(t *Tx) error {
+		var got struct {
+			ID     string `db:"id"`
+			Before string `db:"before_status"`
+		}
+		if err := t.GetContext(ctx, &got, setUserStatusSQL, idOrEmail, status); err != nil {
+			return err
+		}
+		kind := KindUserResumed
+		if status == "suspended" {
+			kind = KindUserSuspended
+			if err := revokeTokensOf(ctx, t, "user", got.ID, ActorCLI, "user suspended"); err != nil {
+				return err
+			}
+		}
+		t.record(Event{Kind: kind, Actor: ActorCLI, UserID: &got.ID,
+			Body: mustJSON(map[string]any{"before": map[string]string{"status": got.Before}, "after": map[string]string{"status": status}})})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("approvals: set status of user %q: %w", idOrEmail, translate(err))
 	}
 	return nil

@@ -2,9 +2,7 @@ package notify
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,9 +13,9 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/examples/demo"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -39,10 +37,26 @@ func newFixture(t *testing.T) *fixture {
 
 func newFixtureOn(t *testing.T, db *sqlx.DB) *fixture {
 	t.Helper()
-	store := approvals.NewStore(db, nil)
-	f := &fixture{t: t, db: db, store: store, svc: approvals.NewService(store, nil, nil, approvals.Config{KEK: testKEK})}
-	var err error
-	if f.user, err = store.CreateUser(context.Background(), approvals.NewUser{Email: "alice@example.com"}); err != nil {
+	ctx := context.Background()
+	store := approvals.NewStore(db)
+	types := approvals.NewTypeStore(store)
+	defs, err := demo.TypeDefinitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := types.Apply(ctx, defs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "approve.yaml",
+		[]byte("types:\n  payment_initiation: [{id: all, when: \"true\", outcome: approve, reason: Approval needed}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
+		Types: []string{"payment_initiation"}}); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, db: db, store: store, svc: approvals.NewService(store, types, nil, approvals.Config{KEK: testKEK})}
+	if f.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -73,28 +87,29 @@ func (f *fixture) agent(notifyURL string) approvals.Agent {
 // request stores a pending request of agent a carrying token (none when "").
 func (f *fixture) request(a approvals.Agent, token string) string {
 	f.t.Helper()
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80
-	h := hex.EncodeToString(u[:])
-	id := fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
-	r := approvals.Request{ID: id, AgentID: a.ID, UserID: f.user.ID, Scope: "openid",
-		DetailsCanonical: `[{"type":"payment_initiation"}]`, DetailsHash: "test", Types: pq.StringArray{"payment_initiation"},
-		TypeVersions: approvals.TypeVersions{"payment_initiation": 1}, ACRValues: pq.StringArray{}, Resources: pq.StringArray{},
-		Audience: pq.StringArray{"https://api.example.com"}, PollInterval: 5}
-	if token != "" {
-		r.ClientNotificationToken = &token
-	}
-	if _, err := f.store.InsertRequest(context.Background(), r, 10*time.Minute); err != nil {
+	c, err := f.svc.Authorize(context.Background(), a, approvals.AuthRequest{Scope: "openid", LoginHint: f.user.Email,
+		AuthorizationDetails:    []byte(`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"5.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`),
+		ClientNotificationToken: token})
+	if err != nil {
 		f.t.Fatal(err)
 	}
-	return id
+	return c.Request.ID
+}
+
+// review records a verdict of the fixture's user on request id.
+func (f *fixture) review(id string, approve bool) error {
+	v := approvals.VerdictDeny
+	if approve {
+		v = approvals.VerdictApprove
+	}
+	_, err := f.svc.Review(context.Background(), id, approvals.Reviewer{UserID: f.user.ID, AMR: []string{"hwk", "user"}},
+		approvals.ReviewInput{Verdict: v})
+	return err
 }
 
 func (f *fixture) decide(id string, approve bool) {
 	f.t.Helper()
-	if _, err := f.store.Decide(context.Background(), id, approvals.Decision{Approve: approve, By: f.user.ID,
-		ACR: approvals.ACRApproval, AMR: []string{"user"}}); err != nil {
+	if err := f.review(id, approve); err != nil {
 		f.t.Fatal(err)
 	}
 }

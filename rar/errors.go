@@ -28,9 +28,13 @@ const maxErrorPart = 120
 // include characters outside the set %x20-21 / %x23-5B / %x5D-7E." So
 // quotes, backslashes and everything outside printable ASCII are written as
 // U+XXXX, and each part is cut at a fixed length.
-func (e *FieldError) Error() string {
+func (e *FieldError) Error() string { return "rar: " + e.Description() }
+
+// Description is the error without the package prefix: the
+// error_description an OAuth client is given.
+func (e *FieldError) Description() string {
 	var b strings.Builder
-	b.WriteString("rar: authorization_details")
+	b.WriteString("authorization_details")
 	if e.Index >= 0 {
 		b.WriteByte('[')
 		b.WriteString(strconv.Itoa(e.Index))

@@ -74,7 +74,7 @@ func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger) *testEnv {
 	t.Helper()
 	ctx := context.Background()
-	store := approvals.NewStore(db, nil)
+	store := approvals.NewStore(db)
 	keys, err := approvals.NewKeyStore(db, testKEK, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -211,9 +211,16 @@ func (e *testEnv) authorize(c client, details string, extra url.Values) (authReq
 // decide records alice's decision through the domain API.
 func (e *testEnv) decide(requestID string, approve bool) {
 	e.t.Helper()
-	if _, err := e.svc.Decide(context.Background(), requestID, approvals.Decision{Approve: approve, By: e.user.ID}); err != nil {
+	if _, err := e.svc.Review(context.Background(), requestID, approvals.Reviewer{UserID: e.user.ID, AMR: []string{"user"}}, approvals.ReviewInput{Verdict: verdict(approve)}); err != nil {
 		e.t.Fatalf("decide: %v", err)
 	}
+}
+
+func verdict(approve bool) approvals.Verdict {
+	if approve {
+		return approvals.VerdictApprove
+	}
+	return approvals.VerdictDeny
 }
 
 // poll asks the token endpoint once as c.

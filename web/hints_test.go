@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -127,12 +128,22 @@ func TestSuspendedWhilePending(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
 
-	// Suspended while the request is pending; approved afterwards.
+	// Suspended while the request is pending: a suspended user cannot
+	// review it, and once approved by them before, gets no token.
 	id, reqID := e.authorize(e.agent, paymentEUR, nil)
 	if err := e.svc.Store().SetUserStatus(ctx, e.user.ID, "suspended"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.svc.Review(ctx, reqID, approvals.Reviewer{UserID: e.user.ID}, approvals.ReviewInput{Verdict: approvals.VerdictApprove}); !errors.Is(err, approvals.ErrNotFound) {
+		t.Fatalf("review by a suspended user: %v, want ErrNotFound", err)
+	}
+	if err := e.svc.Store().SetUserStatus(ctx, e.user.ID, "active"); err != nil {
+		t.Fatal(err)
+	}
 	e.decide(reqID, true)
+	if err := e.svc.Store().SetUserStatus(ctx, e.user.ID, "suspended"); err != nil {
+		t.Fatal(err)
+	}
 	r := e.poll(e.agent, id)
 	if r.Status != http.StatusBadRequest || r.JSON(t)["error"] != "access_denied" { // CIBA §11: 400 at the token endpoint
 		t.Fatalf("poll for a suspended user: %d %s", r.Status, r.Body)

@@ -443,7 +443,7 @@ func TestTokenAutoAllowedHasNoAuthTime(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
 	allow := "types:\n  payment_initiation:\n    - id: all\n      outcome: allow\n      reason: test\n"
-	if _, err := approvals.NewPolicyStore(approvals.NewStore(e.db, nil)).Apply(context.Background(), "allow.yaml", []byte(allow)); err != nil {
+	if _, err := approvals.NewPolicyStore(approvals.NewStore(e.db)).Apply(context.Background(), "allow.yaml", []byte(allow)); err != nil {
 		t.Fatal(err)
 	}
 	id, _ := e.authorize(e.agent, paymentEUR, nil)

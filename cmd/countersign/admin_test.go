@@ -161,7 +161,7 @@ func TestPolicyCLI(t *testing.T) {
 	writeFile(t, details, `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"7500.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}},
 	{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"50.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`)
 	dry := cli(t, url, "policy", "dry-run", "-f", changed, "--details", details)
-	for _, want := range []string{"step_up  large_payment", "allow    small_eur_payment", "request", "Payments over 10,000 need a passkey"} {
+	for _, want := range []string{"step_up  large_payment", "approve  payment", "request", "Payments over 10,000 need a passkey"} {
 		if !strings.Contains(dry, want) {
 			t.Errorf("dry-run lacks %q:\n%s", want, dry)
 		}

@@ -39,7 +39,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		closeDB()
 		return nil, nil, err
 	}
-	store := approvals.NewStore(db, nil)
+	store := approvals.NewStore(db)
 	keys, err := approvals.NewKeyStore(db, kek, nil)
 	if err != nil {
 		closeDB()

@@ -107,7 +107,7 @@ func TestPingSurvivesCrash(t *testing.T) {
 	defer db.Close()
 	ctx := context.Background()
 	kek := []byte("0123456789abcdef0123456789abcdef") // testKEK
-	store := approvals.NewStore(db, nil)
+	store := approvals.NewStore(db)
 	types := approvals.NewTypeStore(store)
 	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestPingSurvivesCrash(t *testing.T) {
 	authReqID := body["auth_req_id"].(string)
 	approvalURL := body["approval_url"].(string)
 	requestID := approvalURL[strings.LastIndex(approvalURL, "/")+1:]
-	if _, err := svc.Decide(ctx, requestID, approvals.Decision{Approve: true, By: user.ID}); err != nil {
+	if _, err := svc.Review(ctx, requestID, approvals.Reviewer{UserID: user.ID}, approvals.ReviewInput{Verdict: approvals.VerdictApprove}); err != nil {
 		t.Fatal(err)
 	}
 	decided, err := store.Request(ctx, requestID)

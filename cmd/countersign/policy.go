@@ -18,7 +18,8 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return errUsage{fmt.Errorf("policy: want apply, dry-run or history")}
 	}
 	sub, args := args[0], args[1:]
-	var file, detailsFile, clientID, user string
+	var file, detailsFile, clientID, user, bindingMessage string
+	var requestedExpiry int
 	var acr repeatedFlag
 	var asJSON bool
 	switch sub {
@@ -58,6 +59,8 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			fs.StringVar(&clientID, "client-id", "", "evaluate as this agent, with its real velocity")
 			fs.StringVar(&user, "user", "", "evaluate for this user (id or email), with their real velocity")
 			fs.Var(&acr, "acr-values", "acr_values the agent sends (repeatable)")
+			fs.StringVar(&bindingMessage, "binding-message", "", "the binding_message the agent sends")
+			fs.IntVar(&requestedExpiry, "requested-expiry", 0, "the requested_expiry (seconds) the agent sends")
 			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 		}, func(ctx context.Context, a *app) error {
 			src, err := readPolicyFile(file)
@@ -71,7 +74,9 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			if err != nil {
 				return errUsage{fmt.Errorf("--details: %v", unwrapPathError(err))}
 			}
-			res, err := a.svc.DryRun(ctx, file, src, details, clientID, user, acr)
+			res, err := a.svc.DryRun(ctx, file, src, approvals.DryRunRequest{AgentID: clientID, UserHint: user,
+				Params: approvals.AuthRequest{AuthorizationDetails: details, BindingMessage: bindingMessage,
+					RequestedExpiry: requestedExpiry, ACRValues: acr}})
 			if err != nil {
 				return errUsage{err}
 			}

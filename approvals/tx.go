@@ -1,0 +1,112 @@
+package approvals
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Tx is one change of state in progress: a transaction on one connection.
+// Its guarded statements run on it; the events and outbox rows recorded on it
+// are written just before it commits, in one statement, so a change that
+// fails or is refused writes none of them. Everything a change reads, it
+// reads through Tx too: a transaction never takes a second pool connection.
+type Tx struct {
+	*sqlx.Tx
+	events []Event
+	pings  []pingRow
+}
+
+// pingRow is a CIBA ping callback (CIBA §10.2) to enqueue for a request: to
+// its agent's notification endpoint, with the client_notification_token as
+// the bearer credential, until the request expires.
+type pingRow struct {
+	RequestID string    `json:"request_id"`
+	AgentID   string    `json:"agent_id"`
+	Bearer    string    `json:"bearer"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// record adds events to the change.
+func (t *Tx) record(events ...Event) { t.events = append(t.events, events...) }
+
+// ping enqueues the ping callback for r, if r's agent uses ping delivery and
+// r carried a client_notification_token (bearer).
+func (t *Tx) ping(r Request, bearer *string) {
+	if bearer == nil || *bearer == "" {
+		return
+	}
+	t.pings = append(t.pings, pingRow{RequestID: r.ID, AgentID: r.AgentID, Bearer: *bearer, ExpiresAt: r.ExpiresAt})
+}
+
+// flushSQL writes a change's events and outbox rows in one statement. A ping
+// row is enqueued only for an agent registered for ping delivery.
+const flushSQL = `
+WITH ev AS (
+	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, subject, body)
+	SELECT kind, actor, request_id, agent_id, user_id, subject, coalesce(body, '{}')
+	FROM jsonb_to_recordset($1::jsonb) AS e(kind text, actor text, request_id uuid, agent_id text, user_id text, subject text, body jsonb)
+), ping AS (
+	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
+	SELECT 'ping', p.request_id, a.notify_url, p.bearer, p.expires_at
+	FROM jsonb_to_recordset($2::jsonb) AS p(request_id uuid, agent_id text, bearer text, expires_at timestamptz)
+	JOIN agents a ON a.id = p.agent_id
+	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL
+)
+SELECT 1`
+
+func (t *Tx) flush(ctx context.Context) error {
+	switch {
+	case len(t.events) == 0 && len(t.pings) == 0:
+		return nil
+	case len(t.pings) == 0:
+		return writeEvents(ctx, t.Tx, t.events)
+	}
+	ev, err := json.Marshal(nonNilSlice(t.events))
+	if err != nil {
+		return fmt.Errorf("approvals: events: %w", err)
+	}
+	pings, err := json.Marshal(t.pings)
+	if err != nil {
+		return fmt.Errorf("approvals: outbox: %w", err)
+	}
+	if _, err := t.ExecContext(ctx, flushSQL, ev, pings); err != nil {
+		return fmt.Errorf("approvals: events and outbox: %w", translate(err))
+	}
+	return nil
+}
+
+func nonNilSlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// change runs fn as one change of state (see Tx) and commits it. An error
+// from fn rolls everything back.
+func (s *Store) change(ctx context.Context, fn func(*Tx) error) error {
+	return inTx(ctx, s.db, fn)
+}
+
+func inTx(ctx context.Context, db *sqlx.DB, fn func(*Tx) error) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("approvals: begin: %w", err)
+	}
+	defer tx.Rollback()
+	t := &Tx{Tx: tx}
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("approvals: commit: %w", translate(err))
+	}
+	return nil
+}
