@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -20,6 +21,20 @@ type Store struct {
 // NewStore returns a Store on db. Guards use the database's clock, so
 // replicas agree on time.
 func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+
+// Pool sizes of a production server. A change holds one connection for its
+// whole transaction and never a second, so a full pool only queues work.
+const (
+	PoolMaxOpen = 32
+	PoolMaxIdle = 16
+)
+
+// ConfigurePool sets db's pool as a production server runs it.
+func ConfigurePool(db *sqlx.DB) {
+	db.SetMaxOpenConns(PoolMaxOpen)
+	db.SetMaxIdleConns(PoolMaxIdle)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+}
 
 // DB returns the underlying pool.
 func (s *Store) DB() *sqlx.DB { return s.db }

@@ -22,6 +22,7 @@ import (
 // app is a process's wiring: the database and the domain service.
 type app struct {
 	db  *sqlx.DB
+	dsn string // for the event listener's own connection
 	svc *approvals.Service
 }
 
@@ -31,7 +32,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 	if err != nil {
 		return nil, nil, err
 	}
-	db, closeDB, err := openDB(ctx, cfg, logger)
+	db, dsn, closeDB, err := openDB(ctx, cfg, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +64,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil),
 	})
-	return &app{db: db, svc: svc}, closeDB, nil
+	return &app{db: db, dsn: dsn, svc: svc}, closeDB, nil
 }
 
 // outboundPolicy says where requests to URLs that clients chose (ping

@@ -10,19 +10,20 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the database/sql driver
 
+	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/pgcluster"
 )
 
 // openDB connects to the configured database. In dev mode without a database
 // URL it first starts (or reuses) the private cluster under DataDir; the
 // returned close function stops it again if this process started it.
-func openDB(ctx context.Context, cfg *Config, logger *slog.Logger) (*sqlx.DB, func(), error) {
+func openDB(ctx context.Context, cfg *Config, logger *slog.Logger) (*sqlx.DB, string, func(), error) {
 	dsn := cfg.DatabaseURL
 	stopCluster := func() {}
 	if dsn == "" {
 		c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(cfg.DataDir, "postgres"), Durable: true, Logger: logger})
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		stopCluster = func() {
 			if err := c.Stop(); err != nil {
@@ -31,24 +32,22 @@ func openDB(ctx context.Context, cfg *Config, logger *slog.Logger) (*sqlx.DB, fu
 		}
 		if err := c.EnsureDatabase(ctx, "countersign"); err != nil {
 			stopCluster()
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		dsn = c.DSN("countersign")
 	}
 	db, err := sqlx.Open("postgres", dsn)
 	if err != nil {
 		stopCluster()
-		return nil, nil, fmt.Errorf("database: %w", err)
+		return nil, "", nil, fmt.Errorf("database: %w", err)
 	}
-	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(16)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	approvals.ConfigurePool(db)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
 		stopCluster()
-		return nil, nil, fmt.Errorf("cannot reach the database: %w", err)
+		return nil, "", nil, fmt.Errorf("cannot reach the database: %w", err)
 	}
-	return db, func() { db.Close(); stopCluster() }, nil
+	return db, dsn, func() { db.Close(); stopCluster() }, nil
 }

@@ -14,7 +14,7 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 		return err
 	}
 	logger := newLogger(cfg, stderr)
-	db, closeDB, err := openDB(ctx, cfg, logger)
+	db, _, closeDB, err := openDB(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}

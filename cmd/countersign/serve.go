@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/notify"
 	"github.com/countersign/countersign/web"
 )
@@ -30,6 +31,16 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return err
 		}
 	}
+	// One LISTEN connection per process hands committed events to the
+	// subscribers in it.
+	listener, err := approvals.NewListener(a.dsn, logger)
+	if err != nil {
+		return err
+	}
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	go listener.Run(listenCtx)
+
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
 	go a.svc.Sweep(sweepCtx, 5*time.Second)

@@ -1,0 +1,95 @@
+package approvals
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/countersign/countersign/internal/pgtest"
+)
+
+// TestListenerAcrossServices: two services on one database, each with its
+// own listener. An event committed through one reaches the other's
+// subscribers within a second; after the other's LISTEN connection is killed
+// it reconnects, its subscribers are told to resync, and events flow again.
+func TestListenerAcrossServices(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dbA, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbA.Close()
+	storeA := NewStore(dbA)
+
+	listenerB, err := NewListener(conf.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notices := make(chan Notice, 16)
+	stop := listenerB.Subscribe(func(n Notice) { notices <- n })
+	defer stop()
+	go listenerB.Run(ctx)
+
+	// wait returns the next notice that matches, or fails after limit.
+	wait := func(what string, limit time.Duration, match func(Notice) bool) Notice {
+		t.Helper()
+		deadline := time.After(limit)
+		for {
+			select {
+			case n := <-notices:
+				if match(n) {
+					return n
+				}
+			case <-deadline:
+				t.Fatalf("%s: nothing within %s", what, limit)
+			}
+		}
+	}
+
+	u, err := storeA.CreateUser(ctx, NewUser{Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := wait("user created through A", time.Second, func(n Notice) bool { return n.Kind == KindUserCreated })
+	if n.UserID != u.ID || n.EventID == 0 || n.Resync {
+		t.Fatalf("notice %+v, want user %s", n, u.ID)
+	}
+
+	// A rolled-back change announces nothing.
+	err = storeA.change(ctx, func(tx *Tx) error {
+		tx.record(Event{Kind: KindUserSuspended, Actor: ActorCLI, UserID: &u.ID})
+		if err := tx.flush(ctx); err != nil {
+			return err
+		}
+		return ErrConflict
+	})
+	if err != ErrConflict {
+		t.Fatalf("change: %v", err)
+	}
+
+	var killed int
+	if err := dbA.Get(&killed, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`); err != nil || killed != 1 {
+		t.Fatalf("terminating the listener's connection: %d killed, %v", killed, err)
+	}
+	wait("resync after the connection was killed", 15*time.Second, func(n Notice) bool {
+		if n.Kind == KindUserSuspended {
+			t.Fatal("a rolled-back event was announced")
+		}
+		return n.Resync
+	})
+	if !listenerB.Connected() {
+		t.Fatal("reconnected listener says it is not connected")
+	}
+	if err := storeA.SetUserStatus(ctx, u.ID, "suspended"); err != nil {
+		t.Fatal(err)
+	}
+	n = wait("event after the reconnect", time.Second, func(n Notice) bool { return n.Kind == KindUserSuspended })
+	if n.UserID != u.ID {
+		t.Fatalf("notice %+v", n)
+	}
+}
