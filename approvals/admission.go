@@ -234,7 +234,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		// request is kept for velocity counts and the audit trail.
 		return Created{}, refuse(CodeAccessDenied, stored.PolicyReason)
 	}
-	return Created{Request: stored, AuthReqID: s.handles.issue(id), ExpiresIn: int(a.lifetime / time.Second), Interval: s.interval}, nil
+	return Created{Request: stored, AuthReqID: s.authReqIDs.issue(id), ExpiresIn: int(a.lifetime / time.Second), Interval: s.interval}, nil
 }
 
 // applyRequirement records on req what the policy (version) decided: allow

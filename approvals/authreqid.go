@@ -16,20 +16,20 @@ const macLen = 16
 // ErrBadHandle is returned for an auth_req_id that this server did not issue.
 var ErrBadHandle = errors.New("approvals: not an auth_req_id of this server")
 
-// handles turns request ids into auth_req_id values and back. An auth_req_id
+// authReqIDs turns request ids into auth_req_id values and back. An auth_req_id
 // is base64url(id ‖ HMAC-SHA256(key, id)[:16]): opaque to the client, and
 // unforgeable without the server key, so a copy of the database alone cannot
 // mint one (CIBA §7.3 asks for enough entropy; the MAC also binds it to us).
-type handles struct{ key []byte }
+type authReqIDs struct{ key []byte }
 
-func (h handles) issue(id [16]byte) string {
+func (h authReqIDs) issue(id [16]byte) string {
 	b := make([]byte, 0, 16+macLen)
 	b = append(b, id[:]...)
 	b = append(b, h.mac(id[:])...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (h handles) parse(authReqID string) (string, error) {
+func (h authReqIDs) parse(authReqID string) (string, error) {
 	// Strict: exactly one spelling of each handle is accepted.
 	b, err := base64.RawURLEncoding.Strict().DecodeString(authReqID)
 	if err != nil || len(b) != 16+macLen {
@@ -41,7 +41,7 @@ func (h handles) parse(authReqID string) (string, error) {
 	return uuidString(b[:16]), nil
 }
 
-func (h handles) mac(id []byte) []byte {
+func (h authReqIDs) mac(id []byte) []byte {
 	m := hmac.New(sha256.New, h.key)
 	m.Write(id)
 	return m.Sum(nil)[:macLen]

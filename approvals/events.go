@@ -119,29 +119,3 @@ func writeEvents(ctx context.Context, tx *sqlx.Tx, events []Event) error {
 	}
 	return nil
 }
-
-const eventsSQL = `
-SELECT id, at, kind, actor, request_id, agent_id, user_id, subject, body
-FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2`
-
-// Events returns up to limit events with ids above after, oldest first.
-func (s *Store) Events(ctx context.Context, after int64, limit int) ([]Event, error) {
-	var out []Event
-	if err := s.db.SelectContext(ctx, &out, eventsSQL, after, limit); err != nil {
-		return nil, fmt.Errorf("approvals: events: %w", err)
-	}
-	return out, nil
-}
-
-const requestEventsSQL = `
-SELECT id, at, kind, actor, request_id, agent_id, user_id, subject, body
-FROM audit_events WHERE request_id = $1 ORDER BY id`
-
-// RequestEvents returns the events of request id, oldest first.
-func (s *Store) RequestEvents(ctx context.Context, id string) ([]Event, error) {
-	var out []Event
-	if err := s.db.SelectContext(ctx, &out, requestEventsSQL, id); err != nil {
-		return nil, fmt.Errorf("approvals: events of %s: %w", id, translate(err))
-	}
-	return out, nil
-}

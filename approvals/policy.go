@@ -315,14 +315,10 @@ func (r recentRow) add(c *policy.Counts) {
 	}
 }
 
-// Recent returns, per type, the velocity of agentID's and userID's requests
-// over the last hour and day (policy.Recent): requests that include an
-// element of the type, counted once each, with the sum of their amounts.
-func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
-	return s.recent(ctx, s.db, agentID, userID, types)
-}
-
-// recent is Recent, read through q (an admission's transaction).
+// recent returns, per type, the velocity of agentID's and userID's requests
+// over the last hour and day (policy.Recent), read through q (an
+// admission's transaction): requests that include an element of the type,
+// counted once each, with the sum of their amounts.
 func (s *Store) recent(ctx context.Context, q sqlx.QueryerContext, agentID, userID string, types []string) (map[string]policy.Recent, error) {
 	var rows []recentRow
 	if err := sqlx.SelectContext(ctx, q, &rows, recentSQL, agentID, userID, pq.StringArray(types)); err != nil {

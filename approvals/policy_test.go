@@ -129,7 +129,7 @@ func TestPolicyVelocity(t *testing.T) {
 		t.Fatalf("another agent's first payment: %v %v, want allow", c.Request.Outcome, err)
 	}
 
-	rec, err := f.store.Recent(context.Background(), f.agent.ID, f.user.ID, []string{"payment_initiation"})
+	rec, err := f.store.recent(context.Background(), f.store.db, f.agent.ID, f.user.ID, []string{"payment_initiation"})
 	if err != nil {
 		t.Fatal(err)
 	}

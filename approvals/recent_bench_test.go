@@ -63,7 +63,7 @@ FROM generate_series(1, 1000000) i`
 	types := []string{"payment_initiation"}
 	b.ResetTimer()
 	for b.Loop() {
-		rec, err := store.Recent(ctx, "agt_3", "usr_3", types)
+		rec, err := store.recent(ctx, store.db, "agt_3", "usr_3", types)
 		if err != nil {
 			b.Fatal(err)
 		}

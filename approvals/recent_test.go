@@ -63,7 +63,7 @@ RETURNING id`, []string{"agt_a", "agt_b"}[rng.IntN(2)], []string{"usr_a", "usr_b
 
 	types := []string{"t1", "t2"}
 	for _, who := range [][2]string{{"agt_a", "usr_a"}, {"agt_a", "usr_b"}, {"agt_b", "usr_b"}} {
-		got, err := store.Recent(ctx, who[0], who[1], types)
+		got, err := store.recent(ctx, store.db, who[0], who[1], types)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -167,7 +167,7 @@ func (s *Service) AuthReqID(requestID string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("approvals: auth_req_id of %q: %w", requestID, ErrInvalidInput)
 	}
-	return s.handles.issue(id), nil
+	return s.authReqIDs.issue(id), nil
 }
 
 // whyNot explains why a guarded update of request id for act changed no

@@ -53,15 +53,15 @@ type Config struct {
 
 // Service is the domain API: what the HTTP handlers and the CLI call.
 type Service struct {
-	store    *Store
-	types    *TypeStore
-	keys     *KeyStore
-	issuer   string
-	handles  handles
-	interval int
-	tokenTTL time.Duration
-	now      func() time.Time
-	logger   *slog.Logger
+	store      *Store
+	types      *TypeStore
+	keys       *KeyStore
+	issuer     string
+	authReqIDs authReqIDs
+	interval   int
+	tokenTTL   time.Duration
+	now        func() time.Time
+	logger     *slog.Logger
 
 	policies   *PolicyStore
 	argon      chan struct{} // argonSlots tokens
@@ -73,8 +73,8 @@ type Service struct {
 // NewService wires the domain.
 func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Service {
 	s := &Service{store: store, types: types, keys: keys, issuer: strings.TrimRight(cfg.Issuer, "/"),
-		handles:  handles{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
-		interval: int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger}
+		authReqIDs: authReqIDs{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
+		interval:   int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger}
 	if s.interval <= 0 {
 		s.interval = int(DefaultInterval / time.Second)
 	}
@@ -277,9 +277,9 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// requestFor resolves an auth_req_id presented by agent.
-func (s *Service) requestFor(authReqID string) (string, error) {
-	id, err := s.handles.parse(authReqID)
+// requestIDOf returns the request id an auth_req_id stands for.
+func (s *Service) requestIDOf(authReqID string) (string, error) {
+	id, err := s.authReqIDs.parse(authReqID)
 	if err != nil {
 		return "", refuse(CodeInvalidGrant, "auth_req_id is not valid")
 	}
@@ -288,7 +288,7 @@ func (s *Service) requestFor(authReqID string) (string, error) {
 
 // Cancel withdraws a pending request of agent's.
 func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) error {
-	id, err := s.requestFor(authReqID)
+	id, err := s.requestIDOf(authReqID)
 	if err != nil {
 		return err
 	}

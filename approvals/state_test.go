@@ -108,14 +108,14 @@ func TestTerminal(t *testing.T) {
 }
 
 func TestAuthReqID(t *testing.T) {
-	h := handles{key: DeriveKey([]byte("0123456789abcdef0123456789abcdef"), "countersign auth_req_id v1")}
+	h := authReqIDs{key: DeriveKey([]byte("0123456789abcdef0123456789abcdef"), "countersign auth_req_id v1")}
 	id := newUUID()
 	handle := h.issue(id)
 	got, err := h.parse(handle)
 	if err != nil || got != uuidString(id[:]) {
 		t.Fatalf("parse(issue(id)) = %q, %v; want %s", got, err, uuidString(id[:]))
 	}
-	other := handles{key: DeriveKey([]byte("fedcba9876543210fedcba9876543210"), "countersign auth_req_id v1")}
+	other := authReqIDs{key: DeriveKey([]byte("fedcba9876543210fedcba9876543210"), "countersign auth_req_id v1")}
 	if _, err := other.parse(handle); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("another key accepted the handle: %v", err)
 	}

@@ -36,9 +36,6 @@ func ConfigurePool(db *sqlx.DB) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 }
 
-// DB returns the underlying pool.
-func (s *Store) DB() *sqlx.DB { return s.db }
-
 // translate maps driver errors to domain errors.
 func translate(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {

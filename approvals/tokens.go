@@ -32,7 +32,7 @@ type TokenResponse struct {
 // token exactly once after approval, else the error the request's state calls
 // for. Refusals are *Refusal.
 func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (TokenResponse, error) {
-	id, err := s.requestFor(authReqID)
+	id, err := s.requestIDOf(authReqID)
 	if err != nil {
 		return TokenResponse{}, err
 	}
@@ -113,7 +113,7 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("approvals: sign access token: %w", err)
 	}
-	authReqID := s.handles.issue(mustUUID(r.ID))
+	authReqID := s.authReqIDs.issue(mustUUID(r.ID))
 	idt := IDTokenClaims{
 		Issuer: s.issuer, Subject: r.UserID, Audience: Audience{agent.ID}, IssuedAt: now.Unix(),
 		Expiry: now.Add(s.tokenTTL).Unix(), AuthTime: authTime, ACR: r.ACR, AMR: r.AMR,

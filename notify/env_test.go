@@ -76,7 +76,7 @@ func (f *fixture) agent(notifyURL string) approvals.Agent {
 	if notifyURL != "" {
 		// Set the endpoint directly: the worker must refuse a bad target even
 		// if registration (which refuses most) let one through.
-		if _, err := f.store.DB().Exec(`UPDATE agents SET notify_url = $2 WHERE id = $1`, a.ID, notifyURL); err != nil {
+		if _, err := f.db.Exec(`UPDATE agents SET notify_url = $2 WHERE id = $1`, a.ID, notifyURL); err != nil {
 			f.t.Fatal(err)
 		}
 		a.NotifyURL = &notifyURL

@@ -5,7 +5,6 @@ package web
 import (
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -22,8 +21,6 @@ type Options struct {
 	// Service is the domain; nil serves only the probes.
 	Service *approvals.Service
 	Logger  *slog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // Server holds the dependencies of every handler.
@@ -31,17 +28,13 @@ type Server struct {
 	db     *sqlx.DB
 	svc    *approvals.Service
 	logger *slog.Logger
-	now    func() time.Time
 }
 
 // New returns a Server; its Handler serves the routes.
 func New(o Options) *Server {
-	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger, now: o.Now}
+	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
 	}
 	return s
 }
