@@ -336,15 +336,17 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 	return u, nil
 }
 
-// checkUserCode checks a user code against the user's argon2id hash. Wrong
-// codes are counted and lock the code after five; the memory-hard hash runs
-// at most argonSlots at a time, so guessing cannot exhaust memory.
+// checkUserCode checks a user code against the user's argon2id hash. Every
+// attempt is counted as wrong before it is hashed and taken back when it
+// matches, so five wrong codes lock the code even when they arrive at once;
+// the memory-hard hash runs at most argonSlots at a time, so guessing cannot
+// exhaust memory.
 func (s *Service) checkUserCode(ctx context.Context, u User, code string) error {
-	locked, err := s.store.userCodeLocked(ctx, u.ID)
+	reserved, err := s.store.reserveUserCodeAttempt(ctx, u.ID)
 	if err != nil {
 		return err
 	}
-	if locked {
+	if !reserved {
 		return refuse(CodeInvalidUserCode, "too many wrong user codes; the code is locked for a while")
 	}
 	select {
@@ -358,15 +360,9 @@ func (s *Service) checkUserCode(ctx context.Context, u User, code string) error 
 		return err
 	}
 	if !ok {
-		if err := s.store.userCodeFailed(ctx, u.ID); err != nil {
-			return err
-		}
 		return refuse(CodeInvalidUserCode, "the user_code is not valid")
 	}
-	if u.UserCodeFailures > 0 {
-		return s.store.userCodeSucceeded(ctx, u.ID)
-	}
-	return nil
+	return s.store.userCodeMatched(ctx, u.ID)
 }
 
 // argonSlots bounds concurrent argon2id hashes (64 MiB each).
