@@ -166,7 +166,8 @@ ON CONFLICT (client_id, jti) DO NOTHING
 RETURNING jti`
 
 // RecordAssertionJTI records a client assertion's jti and reports whether it
-// was new. Expired entries are purged by PurgeAssertionJTIs.
+// was new. login_hint_token jtis are kept here too, under "hint:" and their
+// issuer. Expired entries are purged by PurgeAssertionJTIs.
 func (s *Store) RecordAssertionJTI(ctx context.Context, clientID, jti string, expiresAt time.Time) (bool, error) {
 	var got string
 	err := s.db.GetContext(ctx, &got, recordJTISQL, clientID, jti, expiresAt)
@@ -179,7 +180,8 @@ func (s *Store) RecordAssertionJTI(ctx context.Context, clientID, jti string, ex
 	return true, nil
 }
 
-// PurgeAssertionJTIs forgets jtis whose assertions have expired.
+// PurgeAssertionJTIs forgets jtis whose assertions (or login_hint_tokens)
+// have expired.
 func (s *Store) PurgeAssertionJTIs(ctx context.Context) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM client_assertion_jtis WHERE expires_at < now()`)
 	if err != nil {

@@ -69,6 +69,8 @@ func TestHints(t *testing.T) {
 	tok := e.poll(e.agent, id).JSON(t)
 	idToken := tok["id_token"].(string)
 	now := time.Now().Unix()
+	byEmail := idp.sign(t, map[string]any{"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "jti": randomID(),
+		"sub_id": map[string]any{"format": "email", "email": "alice@example.com"}})
 
 	tests := []struct {
 		name   string
@@ -80,19 +82,28 @@ func TestHints(t *testing.T) {
 		{"id_token_hint", url.Values{"id_token_hint": {idToken}}, e.agent, http.StatusOK, ""},
 		{"id_token_hint of another client", url.Values{"id_token_hint": {idToken}}, e.post, http.StatusBadRequest, "invalid_request"},
 		{"id_token_hint garbage", url.Values{"id_token_hint": {"e30.e30.e30"}}, e.agent, http.StatusBadRequest, "invalid_request"},
-		{"login_hint_token by email", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "sub_id": map[string]any{"format": "email", "email": "alice@example.com"}})}},
-			e.agent, http.StatusOK, ""},
+		{"login_hint_token by email", url.Values{"login_hint_token": {byEmail}}, e.agent, http.StatusOK, ""},
+		// RFC 7523 §3 as for client assertions: single use, for us, expiring.
+		{"replayed login_hint_token", url.Values{"login_hint_token": {byEmail}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token by sub", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": e.srv.URL})}}, e.agent, http.StatusOK, ""},
+			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": e.srv.URL, "jti": randomID()})}}, e.agent, http.StatusOK, ""},
+		{"login_hint_token with aud a list", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": []string{"https://rp.example.com", e.srv.URL}, "jti": randomID()})}},
+			e.agent, http.StatusOK, ""},
 		{"expired login_hint_token", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now - 300, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "expired_login_hint_token"},
+			"iss": hintIssuer, "exp": now - 300, "aud": e.srv.URL, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "expired_login_hint_token"},
+		{"login_hint_token without exp", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "aud": e.srv.URL, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token for another audience", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "aud": "https://elsewhere.example.com", "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+			"iss": hintIssuer, "exp": now + 60, "aud": "https://elsewhere.example.com", "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+		{"login_hint_token without aud", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+		{"login_hint_token without jti", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token from an untrusted issuer", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
 			"iss": "https://evil.example.com", "exp": now + 60, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token for an unknown user", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "email": "mallory@example.com"})}}, e.agent, http.StatusBadRequest, "unknown_user_id"},
+			"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "jti": randomID(), "email": "mallory@example.com"})}}, e.agent, http.StatusBadRequest, "unknown_user_id"},
 		{"two hints", url.Values{"login_hint": {"alice@example.com"}, "id_token_hint": {idToken}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"no hint", url.Values{}, e.agent, http.StatusBadRequest, "invalid_request"},
 	}
@@ -107,7 +118,7 @@ func TestHints(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
 			}
 			if tc.code != "" && r.JSON(t)["error"] != tc.code {
-				t.Fatalf("error %v, want %s", r.JSON(t)["error"], tc.code)
+				t.Fatalf("error %v, want %s: %s", r.JSON(t)["error"], tc.code, r.Body)
 			}
 			if tc.code == "" {
 				// The request is for alice.
