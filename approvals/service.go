@@ -281,13 +281,17 @@ func checkBindingMessage(m string) error {
 	if utf8.RuneCountInString(m) > MaxBindingMessage {
 		return refuse(CodeInvalidBindingMessage, "binding_message is longer than 64 characters")
 	}
+	// The user compares it with what the agent shows them (CIBA §7.1), so
+	// it must look like what it is: nothing hidden, reordered or imitating
+	// another script.
+	var te *rar.TextError
+	if err := rar.CheckDisplayText(m); errors.As(err, &te) {
+		return refuse(CodeInvalidBindingMessage, "binding_message "+te.Description())
+	}
 	for _, r := range m {
 		if !unicode.IsPrint(r) {
 			return refuse(CodeInvalidBindingMessage, "binding_message must contain printable characters only")
 		}
-	}
-	if !utf8.ValidString(m) {
-		return refuse(CodeInvalidBindingMessage, "binding_message is not valid UTF-8")
 	}
 	return nil
 }
