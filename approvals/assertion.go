@@ -14,6 +14,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/countersign/countersign/internal/egress"
 )
 
 // ClientAssertionType is the client_assertion_type of private_key_jwt
@@ -297,14 +299,12 @@ func (c *clientKeySource) download(ctx context.Context, agentID, url string, now
 	return set, nil
 }
 
+// newClientKeySource fetches with client; nil means egress's client under
+// the zero Policy (https to public addresses only, no redirects), since the
+// URLs are chosen outside this server.
 func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySource {
 	if client == nil {
-		client = &http.Client{
-			Timeout: 5 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		client = egress.Policy{}.Client(5*time.Second, nil, nil)
 	}
 	return &clientKeySource{
 		client:     client,

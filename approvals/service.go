@@ -47,8 +47,9 @@ type Config struct {
 	TimeZone *time.Location
 	// HTTPClient fetches the JWKS URLs of private_key_jwt agents and
 	// login_hint_token issuers. Those URLs are chosen outside this server, so
-	// production passes a client that refuses internal addresses
-	// (notify.Policy.Client); nil is a plain client without redirects.
+	// the client must refuse internal addresses: nil is egress.Policy{}.Client
+	// (https to public addresses only, no redirects); production passes one
+	// with its --ping-allow networks.
 	HTTPClient *http.Client
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -257,9 +258,11 @@ func randomID() string {
 }
 
 // TestJWKSURLNoSSRF: a private_key_jwt agent whose jwks_uri points at an
-// internal address cannot make the server fetch it: with the production
-// client (notify.Policy.Client) the fetch is refused before any connection,
-// and the agent is refused as invalid_client.
+// internal address, or a login_hint_token issuer whose JWKS URL does, cannot
+// make the server fetch it: with the default client (a nil HTTPClient) as
+// with the production one, the fetch is refused before any connection, the
+// agent is refused as invalid_client and the login_hint_token as
+// invalid_request.
 func TestJWKSURLNoSSRF(t *testing.T) {
 	var fetched atomic.Int32
 	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -267,33 +270,66 @@ func TestJWKSURLNoSSRF(t *testing.T) {
 		_, _ = w.Write([]byte(`{"keys":[]}`))
 	}))
 	defer internal.Close()
-	e := newTestEnvWith(t, func(c *approvals.Config) {
-		c.HTTPClient = notify.Policy{}.Client(2*time.Second, nil, nil)
-	})
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, jwksURL := range []string{internal.URL + "/jwks", "https://" + internal.Listener.Addr().String() + "/jwks", "https://169.254.169.254/jwks"} {
-		a, _, err := e.svc.Store().CreateAgent(context.Background(), approvals.NewAgent{Name: "SSRF agent", Domain: "ssrf.example.com",
-			Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthPrivateKeyJWT, JWKSURL: jwksURL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k"))
-		assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: a.ID, Subject: a.ID, Audience: jwt.Audience{e.srv.URL},
-			Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute)), ID: randomID()}).Serialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := e.postForm("/bc-authorize", nil, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
-			"authorization_details": {paymentEUR}, "client_assertion_type": {approvals.ClientAssertionType}, "client_assertion": {assertion}})
-		if r.Status != http.StatusUnauthorized || r.JSON(t)["error"] != "invalid_client" {
-			t.Fatalf("%s: %d %s", jwksURL, r.Status, r.Body)
-		}
-	}
-	if n := fetched.Load(); n != 0 {
-		t.Fatalf("the internal JWKS server was fetched %d times", n)
+	internalTLS := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Add(1)
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer internalTLS.Close()
+	jwksURLs := []string{internal.URL + "/jwks", internalTLS.URL + "/jwks", "https://169.254.169.254/jwks"}
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+	}{
+		{"default client", nil},
+		{"production client", notify.Policy{}.Client(2*time.Second, nil, nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fetched.Store(0)
+			var hintIssuers []approvals.LoginHintIssuer
+			for i, u := range jwksURLs {
+				hintIssuers = append(hintIssuers, approvals.LoginHintIssuer{Issuer: fmt.Sprintf("https://idp%d.example.com", i), JWKS: u})
+			}
+			e := newTestEnvWith(t, func(c *approvals.Config) {
+				c.HTTPClient = tc.client
+				c.LoginHintIssuers = hintIssuers
+			})
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k"))
+			for i, jwksURL := range jwksURLs {
+				a, _, err := e.svc.Store().CreateAgent(context.Background(), approvals.NewAgent{Name: "SSRF agent", Domain: "ssrf.example.com",
+					Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthPrivateKeyJWT, JWKSURL: jwksURL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: a.ID, Subject: a.ID, Audience: jwt.Audience{e.srv.URL},
+					Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute)), ID: randomID()}).Serialize()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := e.postForm("/bc-authorize", nil, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
+					"authorization_details": {paymentEUR}, "client_assertion_type": {approvals.ClientAssertionType}, "client_assertion": {assertion}})
+				if r.Status != http.StatusUnauthorized || r.JSON(t)["error"] != "invalid_client" {
+					t.Fatalf("agent with jwks_uri %s: %d %s", jwksURL, r.Status, r.Body)
+				}
+
+				hint, err := jwt.Signed(signer).Claims(map[string]any{"iss": hintIssuers[i].Issuer, "aud": e.srv.URL,
+					"exp": time.Now().Add(time.Minute).Unix(), "jti": randomID(), "email": "alice@example.com"}).Serialize()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = e.postForm("/bc-authorize", &e.agent, url.Values{"scope": {"openid"}, "login_hint_token": {hint},
+					"authorization_details": {paymentEUR}})
+				if r.Status != http.StatusBadRequest || r.JSON(t)["error"] != "invalid_request" {
+					t.Fatalf("login_hint_token issuer with JWKS %s: %d %s", jwksURL, r.Status, r.Body)
+				}
+			}
+			if n := fetched.Load(); n != 0 {
+				t.Fatalf("the internal JWKS servers were fetched %d times", n)
+			}
+		})
 	}
 }
 

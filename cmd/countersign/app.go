@@ -15,8 +15,8 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/internal/egress"
 	"github.com/countersign/countersign/migrations"
-	"github.com/countersign/countersign/notify"
 )
 
 // app is a process's wiring: the database and the domain service.
@@ -69,9 +69,9 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 // outboundPolicy says where requests to URLs that clients chose (ping
 // callbacks, JWKS URLs) may go: https to public addresses, plus the
 // --ping-allow ranges, plus loopback http in dev mode.
-func outboundPolicy(cfg *Config) notify.Policy {
-	allow, _ := notify.ParseAllowlist(cfg.PingAllow) // checked by Validate
-	return notify.Policy{Allow: allow, DevLoopback: cfg.Dev}
+func outboundPolicy(cfg *Config) egress.Policy {
+	allow, _ := egress.ParseAllowlist(cfg.PingAllow) // checked by Validate
+	return egress.Policy{Allow: allow, DevLoopback: cfg.Dev}
 }
 
 // issuer is the configured issuer, or in dev mode http://localhost:PORT.
