@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,14 +49,11 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// domainError turns invalid input from the domain into a usage error (exit 2).
+// domainError turns invalid input and conflicts from the domain into a usage
+// error (exit 2), printed without the package prefixes.
 func domainError(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := strings.TrimPrefix(err.Error(), "approvals: ")
-	if strings.Contains(err.Error(), approvals.ErrInvalidInput.Error()) || strings.Contains(err.Error(), approvals.ErrConflict.Error()) {
-		return errUsage{fmt.Errorf("%s", strings.ReplaceAll(msg, "approvals: ", ""))}
+	if errors.Is(err, approvals.ErrInvalidInput) || errors.Is(err, approvals.ErrConflict) {
+		return errUsage{errors.New(strings.ReplaceAll(err.Error(), "approvals: ", ""))}
 	}
 	return err
 }

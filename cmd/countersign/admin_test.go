@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -264,5 +265,31 @@ func TestPolicyApplyWarnsUnregisteredType(t *testing.T) {
 	}
 	if strings.Contains(string(out), "payment_initiation is not") {
 		t.Fatalf("warned about a registered type:\n%s", out)
+	}
+}
+
+// TestDomainError: invalid input and conflicts from the domain are usage
+// errors (exit 2), told by their type; an error that merely quotes their
+// text, such as a value an admin typed, is not.
+func TestDomainError(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		usage bool
+	}{
+		{"invalid input", fmt.Errorf("approvals: create user: %w: %q is not an email address", approvals.ErrInvalidInput, "bob"), true},
+		{"conflict", fmt.Errorf("approvals: create user: %w (users_email_key)", approvals.ErrConflict), true},
+		{"not found quoting the invalid-input text", fmt.Errorf("approvals: agent %q: %w", approvals.ErrInvalidInput.Error(), approvals.ErrNotFound), false},
+		{"database error quoting the conflict text", fmt.Errorf("approvals: create agent: pq: %s", approvals.ErrConflict.Error()), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := domainError(tc.err)
+			if got := errors.As(err, new(errUsage)); got != tc.usage {
+				t.Fatalf("domainError(%v) is a usage error: %v, want %v", tc.err, got, tc.usage)
+			}
+			if !errors.Is(err, tc.err) && !tc.usage {
+				t.Errorf("domainError(%v) = %v, want the error itself", tc.err, err)
+			}
+		})
 	}
 }
