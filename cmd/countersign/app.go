@@ -26,10 +26,22 @@ type app struct {
 }
 
 // openApp connects, migrates and wires the domain. close releases it all.
+// Only a subcommand that needs the KEK (cfg.kind) loads it and has a
+// KeyStore; the others get none (Service.Keys is nil) and never touch key
+// material.
 func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(), error) {
-	kek, err := loadKEK(cfg)
-	if err != nil {
-		return nil, nil, err
+	var kek []byte
+	if cfg.kind.needsKEK() {
+		var err error
+		if kek, err = loadKEK(cfg); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		// The service keys its auth_req_id MAC from the KEK. No such
+		// subcommand issues or reads one; a throwaway key keeps any it
+		// could make worthless outside this process.
+		kek = make([]byte, approvals.KEKSize)
+		_, _ = rand.Read(kek)
 	}
 	db, closeDB, err := openDB(ctx, cfg, logger)
 	if err != nil {
@@ -40,14 +52,16 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		return nil, nil, err
 	}
 	store := approvals.NewStore(db, nil)
-	keys, err := approvals.NewKeyStore(db, kek, nil)
-	if err != nil {
-		closeDB()
-		return nil, nil, err
-	}
-	if err := keys.Ensure(ctx); err != nil {
-		closeDB()
-		return nil, nil, err
+	var keys *approvals.KeyStore
+	if cfg.kind.needsKEK() {
+		if keys, err = approvals.NewKeyStore(db, kek, nil); err != nil {
+			closeDB()
+			return nil, nil, err
+		}
+		if err := keys.Ensure(ctx); err != nil {
+			closeDB()
+			return nil, nil, err
+		}
 	}
 	var hintIssuers []approvals.LoginHintIssuer
 	for _, li := range cfg.LoginHintIssuers {

@@ -47,9 +47,13 @@ type cmdKind int
 
 const (
 	kindMigrate cmdKind = iota // the database only
-	kindAdmin                  // the database and the key-encryption key
+	kindAdmin                  // the database; --kek is accepted but not needed
+	kindKeys                   // the database and the key-encryption key
 	kindServe                  // everything
 )
+
+// needsKEK reports whether the subcommand seals or opens key material.
+func (k cmdKind) needsKEK() bool { return k >= kindKeys }
 
 // secretFlags may come from a *_FILE.
 var secretFlags = []string{"database-url", "kek"}
@@ -178,7 +182,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
 	}
-	if c.kind >= kindAdmin && c.KEK == "" && !c.Dev {
+	if c.kind.needsKEK() && c.KEK == "" && !c.Dev {
 		return errors.New("no key-encryption key: set COUNTERSIGN_KEK (or --kek-file), 32 bytes in base64 or hex; generate one with: openssl rand -base64 32")
 	}
 	if c.KEK != "" {
