@@ -121,7 +121,7 @@ func (a *NewAgent) validate() error {
 
 // outboundURL accepts a URL this server will call: https, or plain http to a
 // loopback host (development). Where it may actually connect is decided at
-// connect time (notify.Policy).
+// connect time (egress.Policy).
 func outboundURL(raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Hostname() == "" || u.Fragment != "" || u.User != nil {

@@ -14,6 +14,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/countersign/countersign/internal/egress"
 )
 
 // ClientAssertionType is the client_assertion_type of private_key_jwt
@@ -166,7 +168,8 @@ ON CONFLICT (client_id, jti) DO NOTHING
 RETURNING jti`
 
 // RecordAssertionJTI records a client assertion's jti and reports whether it
-// was new. Expired entries are purged by PurgeAssertionJTIs.
+// was new. login_hint_token jtis are kept here too, under "hint:" and their
+// issuer. Expired entries are purged by PurgeAssertionJTIs.
 func (s *Store) RecordAssertionJTI(ctx context.Context, clientID, jti string, expiresAt time.Time) (bool, error) {
 	var got string
 	err := s.db.GetContext(ctx, &got, recordJTISQL, clientID, jti, expiresAt)
@@ -179,7 +182,8 @@ func (s *Store) RecordAssertionJTI(ctx context.Context, clientID, jti string, ex
 	return true, nil
 }
 
-// PurgeAssertionJTIs forgets jtis whose assertions have expired.
+// PurgeAssertionJTIs forgets jtis whose assertions (or login_hint_tokens)
+// have expired.
 func (s *Store) PurgeAssertionJTIs(ctx context.Context) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM client_assertion_jtis WHERE expires_at < now()`)
 	if err != nil {
@@ -295,14 +299,12 @@ func (c *clientKeySource) download(ctx context.Context, agentID, url string, now
 	return set, nil
 }
 
+// newClientKeySource fetches with client; nil means egress's client under
+// the zero Policy (https to public addresses only, no redirects), since the
+// URLs are chosen outside this server.
 func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySource {
 	if client == nil {
-		client = &http.Client{
-			Timeout: 5 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		client = egress.Policy{}.Client(5*time.Second, nil, nil)
 	}
 	return &clientKeySource{
 		client:     client,

@@ -17,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/countersign/countersign/internal/egress"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -39,7 +40,10 @@ func newAssertionFixture(t testing.TB, jwksURL string, key *ecdsa.PrivateKey) as
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := NewService(store, NewTypeStore(store), keys, Config{Issuer: assertionIssuer, KEK: []byte("0123456789abcdef0123456789abcdef")})
+	// The JWKS servers of these tests are plain http on loopback, which only
+	// dev mode's policy lets the client reach.
+	svc := NewService(store, NewTypeStore(store), keys, Config{Issuer: assertionIssuer, KEK: []byte("0123456789abcdef0123456789abcdef"),
+		HTTPClient: egress.Policy{DevLoopback: true}.Client(5*time.Second, nil, nil)})
 	n := NewAgent{Name: "jwt agent", Domain: "jwt.example.com", Types: []string{"payment_initiation"}, AuthMethod: AuthPrivateKeyJWT}
 	if jwksURL != "" {
 		n.JWKSURL = jwksURL

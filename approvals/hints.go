@@ -30,6 +30,9 @@ func ParseLoginHintIssuer(s string) (LoginHintIssuer, error) {
 	return LoginHintIssuer{Issuer: iss, JWKS: src}, nil
 }
 
+// hintJTIPrefix keys the used jtis of login_hint_tokens by their issuer.
+const hintJTIPrefix = "hint:"
+
 // hintIssuers resolves the keys of the trusted login_hint_token issuers.
 type hintIssuers struct {
 	byIssuer map[string]LoginHintIssuer
@@ -112,8 +115,26 @@ func (s *Service) userFromLoginHintToken(ctx context.Context, token string) (str
 	if c.NotBefore != nil && c.NotBefore.Time().After(now.Add(assertionSkew)) {
 		return "", refuse(CodeInvalidRequest, "login_hint_token is not valid yet")
 	}
-	if len(c.Audience) > 0 && !c.Audience.Contains(s.issuer) {
+	// As for client assertions (RFC 7523 §3, items 3 and 7): the aud names
+	// this server and the jti is single use, so a login_hint_token meant for
+	// another party, or captured once, cannot name the user here.
+	if len(c.Audience) == 0 {
+		return "", refuse(CodeInvalidRequest, "login_hint_token has no aud")
+	}
+	if !c.Audience.Contains(s.issuer) {
 		return "", refuse(CodeInvalidRequest, "login_hint_token is meant for another audience")
+	}
+	if c.ID == "" || len(c.ID) > 256 {
+		return "", refuse(CodeInvalidRequest, "login_hint_token has no jti")
+	}
+	// Kept with the client assertion jtis, apart from them by the key's prefix
+	// (client ids never contain a colon), until the token expires.
+	fresh, err := s.store.RecordAssertionJTI(ctx, hintJTIPrefix+c.Issuer, c.ID, c.Expiry.Time().Add(assertionSkew))
+	if err != nil {
+		return "", err
+	}
+	if !fresh {
+		return "", refuse(CodeInvalidRequest, "login_hint_token was already used")
 	}
 	switch {
 	case c.SubID != nil && c.SubID.Format == "email" && c.SubID.Email != "":

@@ -332,9 +332,15 @@ SELECT kid, alg, status, created_at, activates_at FROM signing_keys
 ORDER BY created_at DESC, alg, kid`
 
 // List returns every signing key, retired ones included, newest first.
-func (s *KeyStore) List(ctx context.Context) ([]KeyInfo, error) {
+func (s *KeyStore) List(ctx context.Context) ([]KeyInfo, error) { return listKeys(ctx, s.db) }
+
+// SigningKeys is KeyStore.List for a process without the KEK: it reads no
+// key material.
+func (s *Store) SigningKeys(ctx context.Context) ([]KeyInfo, error) { return listKeys(ctx, s.db) }
+
+func listKeys(ctx context.Context, db *sqlx.DB) ([]KeyInfo, error) {
 	var rows []keyInfoRow
-	if err := s.db.SelectContext(ctx, &rows, listKeysSQL); err != nil {
+	if err := db.SelectContext(ctx, &rows, listKeysSQL); err != nil {
 		return nil, fmt.Errorf("approvals: list signing keys: %w", translate(err))
 	}
 	out := make([]KeyInfo, len(rows))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -63,6 +64,20 @@ func HashUserCode(code string) string {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
 }
 
+// userCodeHashes counts the argon2id evaluations of stored user codes, so
+// that tests can tell how many guesses were actually tried.
+var userCodeHashes atomic.Int64
+
+// Caps on the argon2id parameters read from a stored hash: they come from
+// the database, so without caps a hash written by anyone but HashUserCode
+// could make one check cost any memory or time, or panic the hash (t or p
+// of 0). HashUserCode writes the maxima.
+const (
+	argonMinSalt, argonMaxSalt = 8, 64 // RFC 9106 §3.1: 16 bytes recommended
+	argonMinKey, argonMaxKey   = 16, 64
+	argonMaxThreads            = 4
+)
+
 // userCodeMatches checks code against a HashUserCode string in constant time.
 func userCodeMatches(encoded, code string) (bool, error) {
 	parts := strings.Split(encoded, "$")
@@ -70,20 +85,31 @@ func userCodeMatches(encoded, code string) (bool, error) {
 		return false, errors.New("approvals: malformed user code hash")
 	}
 	var version int
-	var m uint32
-	var t uint32
-	var p uint8
+	var m, t, p uint32
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
 		return false, errors.New("approvals: unsupported argon2 version")
 	}
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+	// Read back exactly: no signs, leading zeros or trailing text.
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil ||
+		parts[3] != fmt.Sprintf("m=%d,t=%d,p=%d", m, t, p) {
 		return false, errors.New("approvals: malformed argon2 parameters")
+	}
+	// RFC 9106 §3.1: at least 8 KiB of memory per lane.
+	if p < 1 || p > argonMaxThreads || t < 1 || t > argonTime || m < 8*p || m > argonMemory {
+		return false, fmt.Errorf("approvals: argon2 parameters m=%d,t=%d,p=%d beyond m≤%d,t≤%d,p≤%d", m, t, p, argonMemory, argonTime, argonMaxThreads)
+	}
+	if len(parts[4]) > base64.RawStdEncoding.EncodedLen(argonMaxSalt) || len(parts[5]) > base64.RawStdEncoding.EncodedLen(argonMaxKey) {
+		return false, errors.New("approvals: user code hash has an oversized salt or key")
 	}
 	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
 	want, err2 := base64.RawStdEncoding.DecodeString(parts[5])
 	if err1 != nil || err2 != nil {
 		return false, errors.New("approvals: malformed user code hash")
 	}
-	got := argon2.IDKey([]byte(code), salt, t, m, p, uint32(len(want)))
+	if len(salt) < argonMinSalt || len(want) < argonMinKey || len(want) > argonMaxKey {
+		return false, errors.New("approvals: user code hash has a salt or key of the wrong length")
+	}
+	userCodeHashes.Add(1)
+	got := argon2.IDKey([]byte(code), salt, t, m, uint8(p), uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }

@@ -44,8 +44,9 @@ type Config struct {
 	TimeZone *time.Location
 	// HTTPClient fetches the JWKS URLs of private_key_jwt agents and
 	// login_hint_token issuers. Those URLs are chosen outside this server, so
-	// production passes a client that refuses internal addresses
-	// (notify.Policy.Client); nil is a plain client without redirects.
+	// the client must refuse internal addresses: nil is egress.Policy{}.Client
+	// (https to public addresses only, no redirects); production passes one
+	// with its --ping-allow networks.
 	HTTPClient *http.Client
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer
@@ -123,13 +124,17 @@ func checkBindingMessage(m string) error {
 	if utf8.RuneCountInString(m) > MaxBindingMessage {
 		return refuse(CodeInvalidBindingMessage, "binding_message is longer than 64 characters")
 	}
+	// The user compares it with what the agent shows them (CIBA §7.1), so
+	// it must look like what it is: nothing hidden, reordered or imitating
+	// another script.
+	var te *rar.TextError
+	if err := rar.CheckDisplayText(m); errors.As(err, &te) {
+		return refuse(CodeInvalidBindingMessage, "binding_message "+te.Description())
+	}
 	for _, r := range m {
 		if !unicode.IsPrint(r) {
 			return refuse(CodeInvalidBindingMessage, "binding_message must contain printable characters only")
 		}
-	}
-	if !utf8.ValidString(m) {
-		return refuse(CodeInvalidBindingMessage, "binding_message is not valid UTF-8")
 	}
 	return nil
 }
@@ -178,15 +183,17 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 	return u, nil
 }
 
-// checkUserCode checks a user code against the user's argon2id hash. Wrong
-// codes are counted and lock the code after five; the memory-hard hash runs
-// at most argonSlots at a time, so guessing cannot exhaust memory.
+// checkUserCode checks a user code against the user's argon2id hash. Every
+// attempt is counted as wrong before it is hashed and taken back when it
+// matches, so five wrong codes lock the code even when they arrive at once;
+// the memory-hard hash runs at most argonSlots at a time, so guessing cannot
+// exhaust memory.
 func (s *Service) checkUserCode(ctx context.Context, u User, code string) error {
-	locked, err := s.store.userCodeLocked(ctx, u.ID)
+	reserved, err := s.store.reserveUserCodeAttempt(ctx, u.ID)
 	if err != nil {
 		return err
 	}
-	if locked {
+	if !reserved {
 		return refuse(CodeInvalidUserCode, "too many wrong user codes; the code is locked for a while")
 	}
 	select {
@@ -200,15 +207,9 @@ func (s *Service) checkUserCode(ctx context.Context, u User, code string) error 
 		return err
 	}
 	if !ok {
-		if err := s.store.userCodeFailed(ctx, u.ID); err != nil {
-			return err
-		}
 		return refuse(CodeInvalidUserCode, "the user_code is not valid")
 	}
-	if u.UserCodeFailures > 0 {
-		return s.store.userCodeSucceeded(ctx, u.ID)
-	}
-	return nil
+	return s.store.userCodeMatched(ctx, u.ID)
 }
 
 // argonSlots bounds concurrent argon2id hashes (64 MiB each).

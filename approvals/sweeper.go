@@ -7,8 +7,8 @@ import (
 
 // Sweep expires due requests every interval until ctx ends, makes prepared
 // signing keys current when their time comes, and once a minute forgets what
-// no one reads any more (expired client-assertion jtis, velocity counters
-// older than a day). It is safe to run on every replica: each batch claims
+// no one reads any more (the jtis of expired client assertions and
+// login_hint_tokens, velocity counters older than a day). It is safe to run on every replica: each batch claims
 // its rows with SKIP LOCKED, key promotion runs under a lock per algorithm,
 // and the purges are idempotent.
 func (s *Service) Sweep(ctx context.Context, interval time.Duration) {

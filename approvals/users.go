@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/mail"
 	"slices"
@@ -148,33 +149,36 @@ const (
 	userCodeLockout     = 15 * time.Minute
 )
 
-const userCodeFailedSQL = `
+// reserveUserCodeSQL counts an attempt as wrong before it is checked, in one
+// guarded statement: concurrent attempts queue on the row, and once five are
+// counted the code is locked and the rest match no row, so a burst of
+// guesses gets no more argon2id evaluations than the lockout allows. After a
+// lock runs out, the count stays: the next wrong code locks again at once.
+const reserveUserCodeSQL = `
 UPDATE users SET user_code_failures = user_code_failures + 1,
 	user_code_locked_until = CASE WHEN user_code_failures + 1 >= $2 THEN now() + make_interval(secs => $3) END
-WHERE id = $1`
+WHERE id = $1 AND (user_code_locked_until IS NULL OR user_code_locked_until <= now())
+RETURNING user_code_failures`
 
-// userCodeFailed counts a wrong user code; the fifth in a row locks the code.
-func (s *Store) userCodeFailed(ctx context.Context, userID string) error {
-	if _, err := s.db.ExecContext(ctx, userCodeFailedSQL, userID, userCodeMaxFailures, userCodeLockout.Seconds()); err != nil {
-		return fmt.Errorf("approvals: user code failure: %w", err)
+// reserveUserCodeAttempt counts one user code attempt as wrong, unless the
+// code is locked (the database's clock); it reports whether the attempt may
+// be checked. userCodeMatched takes the count back.
+func (s *Store) reserveUserCodeAttempt(ctx context.Context, userID string) (bool, error) {
+	var failures int
+	err := s.db.GetContext(ctx, &failures, reserveUserCodeSQL, userID, userCodeMaxFailures, userCodeLockout.Seconds())
+	if errors.Is(translate(err), ErrNotFound) {
+		return false, nil
 	}
-	return nil
-}
-
-// userCodeLocked reports whether the user's code is locked now (the
-// database's clock).
-func (s *Store) userCodeLocked(ctx context.Context, userID string) (bool, error) {
-	var locked bool
-	err := s.db.GetContext(ctx, &locked, `SELECT coalesce(user_code_locked_until > now(), false) FROM users WHERE id = $1`, userID)
 	if err != nil {
-		return false, fmt.Errorf("approvals: user code lock: %w", translate(err))
+		return false, fmt.Errorf("approvals: user code attempt: %w", err)
 	}
-	return locked, nil
+	return true, nil
 }
 
-// userCodeSucceeded clears the count of wrong user codes.
-func (s *Store) userCodeSucceeded(ctx context.Context, userID string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE users SET user_code_failures = 0, user_code_locked_until = NULL WHERE id = $1 AND user_code_failures > 0`, userID)
+// userCodeMatched clears the count of wrong user codes (and so the lock the
+// matching attempt's own reservation may have set): five wrong in a row lock.
+func (s *Store) userCodeMatched(ctx context.Context, userID string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE users SET user_code_failures = 0, user_code_locked_until = NULL WHERE id = $1`, userID)
 	if err != nil {
 		return fmt.Errorf("approvals: user code success: %w", err)
 	}

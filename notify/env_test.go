@@ -272,3 +272,5 @@ func (m resolverMap) LookupNetIP(_ context.Context, _, host string) ([]netip.Add
 }
 
 func withResolver(m resolverMap) func(*Config) { return func(c *Config) { c.Resolver = m } }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

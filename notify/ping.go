@@ -27,7 +27,7 @@ func (w *Worker) ping(ctx context.Context, r row) outcome {
 	if r.Bearer == nil || *r.Bearer == "" {
 		return outcome{drop: DropInvalid, err: "no client_notification_token"}
 	}
-	u, loopbackOnly, err := w.policy.checkURL(r.Target)
+	u, err := w.policy.CheckURL(r.Target)
 	if err != nil {
 		return outcome{drop: DropForbidden, err: err.Error()}
 	}
@@ -45,9 +45,6 @@ func (w *Worker) ping(ctx context.Context, r row) outcome {
 	// that reached the client is better recorded than sent again.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.timeout)
 	defer cancel()
-	if loopbackOnly {
-		sctx = context.WithValue(sctx, loopbackOnlyKey{}, true)
-	}
 	req, err := http.NewRequestWithContext(sctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return outcome{drop: DropInvalid, err: err.Error()}

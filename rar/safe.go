@@ -1,6 +1,7 @@
 package rar
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +81,73 @@ func makeSafe(s string) safe {
 	return out
 }
 
+// The rules CheckDisplayText names in a TextError.
+const (
+	TextInvalidUTF8 = "invalid_utf8"
+	TextControl     = "control"      // control characters, tab and line breaks included
+	TextInvisible   = "invisible"    // invisible, format, direction-changing or unassigned characters
+	TextMixedScript = "mixed_script" // letters from scripts that are not normally mixed
+)
+
+// TextError says why CheckDisplayText refuses a text. Rule is one of the
+// Text* constants; Rune is the first character at fault (not for
+// mixed_script); Scripts, for mixed_script, the scripts seen.
+type TextError struct {
+	Rule    string
+	Rune    rune
+	Scripts []string
+}
+
+func (e *TextError) Error() string { return "rar: text " + e.Description() }
+
+// Description says what is wrong as a phrase to follow the text's name, fit
+// for an OAuth error_description (RFC 6749 §5.2: printable ASCII without
+// quotes or backslashes): the character at fault is named, never echoed.
+func (e *TextError) Description() string {
+	switch e.Rule {
+	case TextInvalidUTF8:
+		return "is not valid UTF-8"
+	case TextControl:
+		return fmt.Sprintf("contains the control character U+%04X", e.Rune)
+	case TextInvisible:
+		return fmt.Sprintf("contains U+%04X, an invisible, format, direction-changing or unassigned character", e.Rune)
+	case TextMixedScript:
+		return "mixes letters of the scripts " + strings.Join(e.Scripts, ", ") + ", which can imitate other text"
+	}
+	return "cannot be shown as it is"
+}
+
+// CheckDisplayText returns nil when s can be shown to a person exactly as it
+// is, by the rules the summaries apply to agent-supplied values (see
+// makeSafe): valid UTF-8, no control characters, nothing invisible, format,
+// direction-changing or unassigned, no leading combining mark, and letters
+// from one script or a mix normal in one name (UTS #39 §5.2). Otherwise it
+// returns a *TextError. A backslash passes: makeSafe doubles it only so that
+// its own escapes stay unambiguous.
+func CheckDisplayText(s string) error {
+	if isPlainASCII(s) {
+		return nil
+	}
+	var sc scriptSet
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && isInvalidAt(s, i):
+			return &TextError{Rule: TextInvalidUTF8, Rune: r}
+		case r == '\\':
+		case r < 0x20 || (r >= 0x7f && r <= 0x9f):
+			return &TextError{Rule: TextControl, Rune: r}
+		case i == 0 && unicode.IsMark(r), !unicode.IsGraphic(r), isInvisible(r):
+			return &TextError{Rule: TextInvisible, Rune: r}
+		case unicode.IsLetter(r):
+			sc.add(r)
+		}
+	}
+	if sc.mixed() {
+		return &TextError{Rule: TextMixedScript, Scripts: sc.names()}
+	}
+	return nil
+}
+
 func isPlainASCII(s string) bool {
 	for i := range len(s) {
 		if c := s[i]; c < 0x20 || c > 0x7e || c == '\\' {
@@ -129,6 +197,9 @@ var likelyScripts = []string{"Latin", "Cyrillic", "Greek", "Han", "Hiragana", "K
 
 func (s *scriptSet) add(r rune) {
 	name := scriptOf(r)
+	if name == "" {
+		return
+	}
 	for _, n := range s.seen {
 		if n == name {
 			return
@@ -137,6 +208,9 @@ func (s *scriptSet) add(r rune) {
 	s.seen = append(s.seen, name)
 }
 
+// scriptOf returns the script of letter r, or "" for a letter of the Common
+// or Inherited script (such as the prolonged sound mark U+30FC), which UTS #39
+// §5.1 lets go with any script.
 func scriptOf(r rune) string {
 	if r < utf8.RuneSelf {
 		return "Latin"
@@ -145,6 +219,9 @@ func scriptOf(r rune) string {
 		if unicode.Is(unicode.Scripts[n], r) {
 			return n
 		}
+	}
+	if unicode.Is(unicode.Common, r) || unicode.Is(unicode.Inherited, r) {
+		return ""
 	}
 	for n, t := range unicode.Scripts {
 		if n != "Common" && n != "Inherited" && unicode.Is(t, r) {

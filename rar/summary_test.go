@@ -100,6 +100,7 @@ func TestSummaryDisplaySafety(t *testing.T) {
 		{"Greek omicron", `B\u03bfb`, "B\u03bfb", []string{FlagMixedScript}, "mixes scripts"},
 		{"all Cyrillic", `\u0410\u043b\u0438\u0441\u0430`, "\u0410\u043b\u0438\u0441\u0430", nil, ""},
 		{"Japanese with Latin", `ACME\u682a\u5f0f\u4f1a\u793e\u30a2\u30af\u30e1`, "ACME\u682a\u5f0f\u4f1a\u793e\u30a2\u30af\u30e1", nil, ""},
+		{"Katakana with the prolonged sound mark", `\u30b3\u30fc\u30d2\u30fc`, "コーヒー", nil, ""},
 		{"accents stay", `Zo\u00eb M\u00fcller-\u0160imek`, "Zoë Müller-Šimek", nil, ""},
 		{"emoji stay", `Alice \ud83d\ude00`, "Alice 😀", nil, ""},
 	}

@@ -135,18 +135,34 @@ func TestJWKS(t *testing.T) {
 	}
 }
 
+// TestOAuthWrongMethod: a method an OAuth endpoint does not accept is
+// answered 405 in OAuth JSON with the Allow header, not net/http's text.
 func TestOAuthWrongMethod(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
-	for _, p := range []string{"/bc-authorize", "/bc-cancel", "/token", "/introspect", "/redeem", "/revoke"} {
-		for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch} {
-			t.Run(m+" "+p, func(t *testing.T) {
-				r := e.send(m, p, "", "", "")
-				wantOAuthError(t, r, http.StatusMethodNotAllowed, "invalid_request")
-				if got := r.Header.Get("Allow"); got != http.MethodPost {
-					t.Errorf("Allow = %q, want POST", got)
-				}
-			})
+	wrong := map[string][]string{
+		http.MethodGet:  {http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
+		http.MethodPost: {http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodPatch},
+	}
+	allow := map[string]string{http.MethodGet: "GET, HEAD", http.MethodPost: "POST"}
+	for accepted, paths := range oauthEndpoints {
+		for _, path := range paths {
+			for _, m := range wrong[accepted] {
+				t.Run(m+" "+path, func(t *testing.T) {
+					r := e.send(m, path, "", "", "")
+					if got := r.Header.Get("Allow"); got != allow[accepted] {
+						t.Errorf("Allow = %q, want %q", got, allow[accepted])
+					}
+					if m == http.MethodHead {
+						// A HEAD answer has no body to check.
+						if r.Status != http.StatusMethodNotAllowed {
+							t.Fatalf("status %d, want 405", r.Status)
+						}
+						return
+					}
+					wantOAuthError(t, r, http.StatusMethodNotAllowed, "invalid_request")
+				})
+			}
 		}
 	}
 }

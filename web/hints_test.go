@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -70,6 +71,8 @@ func TestHints(t *testing.T) {
 	tok := e.poll(e.agent, id).JSON(t)
 	idToken := tok["id_token"].(string)
 	now := time.Now().Unix()
+	byEmail := idp.sign(t, map[string]any{"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "jti": randomID(),
+		"sub_id": map[string]any{"format": "email", "email": "alice@example.com"}})
 
 	tests := []struct {
 		name   string
@@ -81,19 +84,28 @@ func TestHints(t *testing.T) {
 		{"id_token_hint", url.Values{"id_token_hint": {idToken}}, e.agent, http.StatusOK, ""},
 		{"id_token_hint of another client", url.Values{"id_token_hint": {idToken}}, e.post, http.StatusBadRequest, "invalid_request"},
 		{"id_token_hint garbage", url.Values{"id_token_hint": {"e30.e30.e30"}}, e.agent, http.StatusBadRequest, "invalid_request"},
-		{"login_hint_token by email", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "sub_id": map[string]any{"format": "email", "email": "alice@example.com"}})}},
-			e.agent, http.StatusOK, ""},
+		{"login_hint_token by email", url.Values{"login_hint_token": {byEmail}}, e.agent, http.StatusOK, ""},
+		// RFC 7523 §3 as for client assertions: single use, for us, expiring.
+		{"replayed login_hint_token", url.Values{"login_hint_token": {byEmail}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token by sub", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": e.srv.URL})}}, e.agent, http.StatusOK, ""},
+			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": e.srv.URL, "jti": randomID()})}}, e.agent, http.StatusOK, ""},
+		{"login_hint_token with aud a list", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "sub": e.user.ID, "aud": []string{"https://rp.example.com", e.srv.URL}, "jti": randomID()})}},
+			e.agent, http.StatusOK, ""},
 		{"expired login_hint_token", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now - 300, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "expired_login_hint_token"},
+			"iss": hintIssuer, "exp": now - 300, "aud": e.srv.URL, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "expired_login_hint_token"},
+		{"login_hint_token without exp", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "aud": e.srv.URL, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token for another audience", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "aud": "https://elsewhere.example.com", "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+			"iss": hintIssuer, "exp": now + 60, "aud": "https://elsewhere.example.com", "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+		{"login_hint_token without aud", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "jti": randomID(), "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
+		{"login_hint_token without jti", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
+			"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token from an untrusted issuer", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
 			"iss": "https://evil.example.com", "exp": now + 60, "email": "alice@example.com"})}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"login_hint_token for an unknown user", url.Values{"login_hint_token": {idp.sign(t, map[string]any{
-			"iss": hintIssuer, "exp": now + 60, "email": "mallory@example.com"})}}, e.agent, http.StatusBadRequest, "unknown_user_id"},
+			"iss": hintIssuer, "exp": now + 60, "aud": e.srv.URL, "jti": randomID(), "email": "mallory@example.com"})}}, e.agent, http.StatusBadRequest, "unknown_user_id"},
 		{"two hints", url.Values{"login_hint": {"alice@example.com"}, "id_token_hint": {idToken}}, e.agent, http.StatusBadRequest, "invalid_request"},
 		{"no hint", url.Values{}, e.agent, http.StatusBadRequest, "invalid_request"},
 	}
@@ -108,7 +120,7 @@ func TestHints(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
 			}
 			if tc.code != "" && r.JSON(t)["error"] != tc.code {
-				t.Fatalf("error %v, want %s", r.JSON(t)["error"], tc.code)
+				t.Fatalf("error %v, want %s: %s", r.JSON(t)["error"], tc.code, r.Body)
 			}
 			if tc.code == "" {
 				// The request is for alice.
@@ -257,9 +269,11 @@ func randomID() string {
 }
 
 // TestJWKSURLNoSSRF: a private_key_jwt agent whose jwks_uri points at an
-// internal address cannot make the server fetch it: with the production
-// client (notify.Policy.Client) the fetch is refused before any connection,
-// and the agent is refused as invalid_client.
+// internal address, or a login_hint_token issuer whose JWKS URL does, cannot
+// make the server fetch it: with the default client (a nil HTTPClient) as
+// with the production one, the fetch is refused before any connection, the
+// agent is refused as invalid_client and the login_hint_token as
+// invalid_request.
 func TestJWKSURLNoSSRF(t *testing.T) {
 	var fetched atomic.Int32
 	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -267,33 +281,66 @@ func TestJWKSURLNoSSRF(t *testing.T) {
 		_, _ = w.Write([]byte(`{"keys":[]}`))
 	}))
 	defer internal.Close()
-	e := newTestEnvWith(t, func(c *approvals.Config) {
-		c.HTTPClient = notify.Policy{}.Client(2*time.Second, nil, nil)
-	})
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, jwksURL := range []string{internal.URL + "/jwks", "https://" + internal.Listener.Addr().String() + "/jwks", "https://169.254.169.254/jwks"} {
-		a, _, err := e.svc.Store().CreateAgent(context.Background(), approvals.NewAgent{Name: "SSRF agent", Domain: "ssrf.example.com",
-			Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthPrivateKeyJWT, JWKSURL: jwksURL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k"))
-		assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: a.ID, Subject: a.ID, Audience: jwt.Audience{e.srv.URL},
-			Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute)), ID: randomID()}).Serialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := e.postForm("/bc-authorize", nil, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
-			"authorization_details": {paymentEUR}, "client_assertion_type": {approvals.ClientAssertionType}, "client_assertion": {assertion}})
-		if r.Status != http.StatusUnauthorized || r.JSON(t)["error"] != "invalid_client" {
-			t.Fatalf("%s: %d %s", jwksURL, r.Status, r.Body)
-		}
-	}
-	if n := fetched.Load(); n != 0 {
-		t.Fatalf("the internal JWKS server was fetched %d times", n)
+	internalTLS := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Add(1)
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer internalTLS.Close()
+	jwksURLs := []string{internal.URL + "/jwks", internalTLS.URL + "/jwks", "https://169.254.169.254/jwks"}
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+	}{
+		{"default client", nil},
+		{"production client", notify.Policy{}.Client(2*time.Second, nil, nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fetched.Store(0)
+			var hintIssuers []approvals.LoginHintIssuer
+			for i, u := range jwksURLs {
+				hintIssuers = append(hintIssuers, approvals.LoginHintIssuer{Issuer: fmt.Sprintf("https://idp%d.example.com", i), JWKS: u})
+			}
+			e := newTestEnvWith(t, func(c *approvals.Config) {
+				c.HTTPClient = tc.client
+				c.LoginHintIssuers = hintIssuers
+			})
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k"))
+			for i, jwksURL := range jwksURLs {
+				a, _, err := e.svc.Store().CreateAgent(context.Background(), approvals.NewAgent{Name: "SSRF agent", Domain: "ssrf.example.com",
+					Types: []string{"payment_initiation"}, AuthMethod: approvals.AuthPrivateKeyJWT, JWKSURL: jwksURL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: a.ID, Subject: a.ID, Audience: jwt.Audience{e.srv.URL},
+					Expiry: jwt.NewNumericDate(time.Now().Add(time.Minute)), ID: randomID()}).Serialize()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := e.postForm("/bc-authorize", nil, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
+					"authorization_details": {paymentEUR}, "client_assertion_type": {approvals.ClientAssertionType}, "client_assertion": {assertion}})
+				if r.Status != http.StatusUnauthorized || r.JSON(t)["error"] != "invalid_client" {
+					t.Fatalf("agent with jwks_uri %s: %d %s", jwksURL, r.Status, r.Body)
+				}
+
+				hint, err := jwt.Signed(signer).Claims(map[string]any{"iss": hintIssuers[i].Issuer, "aud": e.srv.URL,
+					"exp": time.Now().Add(time.Minute).Unix(), "jti": randomID(), "email": "alice@example.com"}).Serialize()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = e.postForm("/bc-authorize", &e.agent, url.Values{"scope": {"openid"}, "login_hint_token": {hint},
+					"authorization_details": {paymentEUR}})
+				if r.Status != http.StatusBadRequest || r.JSON(t)["error"] != "invalid_request" {
+					t.Fatalf("login_hint_token issuer with JWKS %s: %d %s", jwksURL, r.Status, r.Body)
+				}
+			}
+			if n := fetched.Load(); n != 0 {
+				t.Fatalf("the internal JWKS servers were fetched %d times", n)
+			}
+		})
 	}
 }
 

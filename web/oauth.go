@@ -53,11 +53,20 @@ type oauthErrorBody struct {
 // one, and serveOAuth renders every error the same way.
 type oauthHandler func(w http.ResponseWriter, r *http.Request) error
 
-// serveOAuth adapts an oauthHandler: refusals become OAuth error JSON with
-// the status of their code and Cache-Control: no-store; a database outage is
-// 503 temporarily_unavailable; anything else is logged once and answered
-// 500 server_error without its text.
-func (s *Server) serveOAuth(h oauthHandler) http.HandlerFunc {
+// serveOAuth adapts the oauthHandler of an OAuth endpoint other than the
+// backchannel authentication endpoint; see oauthAdapter.
+func (s *Server) serveOAuth(h oauthHandler) http.HandlerFunc { return s.oauthAdapter(h, false) }
+
+// serveBackchannel adapts the oauthHandler of the backchannel authentication
+// endpoint, where access_denied is 403 (CIBA §13); see oauthAdapter.
+func (s *Server) serveBackchannel(h oauthHandler) http.HandlerFunc { return s.oauthAdapter(h, true) }
+
+// oauthAdapter adapts an oauthHandler: refusals become OAuth error JSON with
+// the status of their code and Cache-Control: no-store; a request its client
+// abandoned is logged at debug level and answered no further; a database
+// outage is 503 temporarily_unavailable; anything else is logged once and
+// answered 500 server_error without its text.
+func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		err := h(w, r)
 		if err == nil {
@@ -69,13 +78,18 @@ func (s *Server) serveOAuth(h oauthHandler) http.HandlerFunc {
 			if ref.Code == approvals.CodeSlowDown {
 				w.Header().Set("Retry-After", strconv.Itoa(ref.Interval))
 			}
-			status := oauthStatus(ref.Code, r.URL.Path == "/bc-authorize")
+			status := oauthStatus(ref.Code, backchannel)
 			if status == http.StatusUnauthorized {
 				// RFC 6749 §5.2: answer a failed Basic authentication with its
 				// scheme; RFC 9110 §15.5.2: every 401 carries a challenge.
 				w.Header().Set("WWW-Authenticate", `Basic realm="countersign"`)
 			}
 			writeJSON(w, status, oauthErrorBody{ref.Code, ref.Description})
+		case r.Context().Err() != nil:
+			// The client hung up, so whatever failed failed because of that
+			// (a query cancelled, a wait cut short): nothing here is broken,
+			// and no one reads an answer.
+			s.logger.DebugContext(r.Context(), "request abandoned by the client", "path", r.URL.Path, "err", err)
 		case databaseDown(err):
 			s.logger.WarnContext(r.Context(), "database unavailable", "path", r.URL.Path, "err", err)
 			w.Header().Set("Retry-After", "5")
@@ -271,4 +285,32 @@ func (s *Server) authenticateResourceServer(r *http.Request, f oauthForm) (appro
 func (s *Server) postOnly(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", http.MethodPost)
 	writeJSON(w, http.StatusMethodNotAllowed, oauthErrorBody{approvals.CodeInvalidRequest, "this endpoint accepts POST only"})
+}
+
+// getOnly answers a wrong method on a metadata endpoint (discovery, JWKS).
+func (s *Server) getOnly(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "GET, HEAD")
+	writeJSON(w, http.StatusMethodNotAllowed, oauthErrorBody{approvals.CodeInvalidRequest, "this endpoint accepts GET and HEAD only"})
+}
+
+// limitHeaders answers 431 in OAuth JSON when the request line and headers
+// exceed MaxHeaderBytes (RFC 6585 §5). net/http's own limit, which answers in
+// plain text, is set above this one (see MaxHeaderBytes).
+func limitHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Counted as on the wire: "METHOD URI PROTO", "Name: value" lines.
+		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + len("Host: ") + len(r.Host) + 3*len("\r\n")
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				n += len(k) + len(": ") + len(v) + len("\r\n")
+			}
+		}
+		if n > MaxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, oauthErrorBody{approvals.CodeInvalidRequest,
+				"the request headers are larger than " + strconv.Itoa(MaxHeaderBytes>>10) + " KiB"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

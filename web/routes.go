@@ -14,7 +14,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /jwks.json", s.serveOAuth(s.jwks))
 
 	// CIBA (agents).
-	mux.HandleFunc("POST /bc-authorize", s.serveOAuth(s.bcAuthorize))
+	mux.HandleFunc("POST /bc-authorize", s.serveBackchannel(s.bcAuthorize))
 	mux.HandleFunc("POST /bc-cancel", s.serveOAuth(s.bcCancel))
 	mux.HandleFunc("POST /token", s.serveOAuth(s.token))
 
@@ -23,9 +23,12 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /redeem", s.serveOAuth(s.redeem))
 	mux.HandleFunc("POST /revoke", s.serveOAuth(s.revoke))
 
-	// Any other method on the OAuth POST endpoints gets an OAuth error too.
+	// Any other method on an OAuth endpoint gets an OAuth error too.
 	for _, p := range []string{"/bc-authorize", "/bc-cancel", "/token", "/introspect", "/redeem", "/revoke"} {
 		mux.HandleFunc(p, s.postOnly)
+	}
+	for _, p := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks.json"} {
+		mux.HandleFunc(p, s.getOnly)
 	}
 	return mux
 }

@@ -15,6 +15,15 @@ import (
 // smaller, and a larger body is refused before any handler reads it.
 const MaxBodyBytes = 1 << 20
 
+// MaxHeaderBytes bounds the request line and headers; larger ones are
+// answered 431 in OAuth JSON. The http.Server's MaxHeaderBytes must be larger
+// (ServerMaxHeaderBytes), or net/http answers first, in plain text.
+const MaxHeaderBytes = 64 << 10
+
+// ServerMaxHeaderBytes is the http.Server.MaxHeaderBytes to serve Handler
+// with: only headers beyond it get net/http's own plain-text 431.
+const ServerMaxHeaderBytes = 4 * MaxHeaderBytes
+
 // Options are what the HTTP surface needs from its process.
 type Options struct {
 	DB *sqlx.DB
@@ -41,5 +50,5 @@ func New(o Options) *Server {
 
 // Handler returns the whole HTTP surface with its common middleware.
 func (s *Server) Handler() http.Handler {
-	return http.MaxBytesHandler(s.routes(), MaxBodyBytes)
+	return limitHeaders(http.MaxBytesHandler(s.routes(), MaxBodyBytes))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,11 +24,19 @@ type repeatFlag []string
 func (r *repeatFlag) String() string     { return strings.Join(*r, " ") }
 func (r *repeatFlag) Set(v string) error { *r = append(*r, v); return nil }
 
-// adminCmd runs one admin subcommand: it parses the shared configuration and
-// the subcommand's own flags, opens the app, and calls do.
+// adminCmd runs one admin subcommand that touches no key material: it parses
+// the shared configuration and the subcommand's own flags, opens the app
+// (without the KEK), and calls do.
 func adminCmd(ctx context.Context, name string, args []string, stdout, stderr io.Writer, getenv func(string) string,
 	flags func(*flag.FlagSet), do func(ctx context.Context, a *app) error) error {
-	cfg, err := loadConfig(name, args, stdout, getenv, kindAdmin, flags)
+	return runAdmin(ctx, kindAdmin, name, args, stdout, stderr, getenv, flags, do)
+}
+
+// runAdmin is adminCmd for a subcommand of kind (kindKeys: one that needs
+// the KEK).
+func runAdmin(ctx context.Context, kind cmdKind, name string, args []string, stdout, stderr io.Writer, getenv func(string) string,
+	flags func(*flag.FlagSet), do func(ctx context.Context, a *app) error) error {
+	cfg, err := loadConfig(name, args, stdout, getenv, kind, flags)
 	if err != nil {
 		return err
 	}
@@ -48,14 +57,11 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// domainError turns invalid input from the domain into a usage error (exit 2).
+// domainError turns invalid input and conflicts from the domain into a usage
+// error (exit 2), printed without the package prefixes.
 func domainError(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := strings.TrimPrefix(err.Error(), "approvals: ")
-	if strings.Contains(err.Error(), approvals.ErrInvalidInput.Error()) || strings.Contains(err.Error(), approvals.ErrConflict.Error()) {
-		return errUsage{fmt.Errorf("%s", strings.ReplaceAll(msg, "approvals: ", ""))}
+	if errors.Is(err, approvals.ErrInvalidInput) || errors.Is(err, approvals.ErrConflict) {
+		return errUsage{errors.New(strings.ReplaceAll(err.Error(), "approvals: ", ""))}
 	}
 	return err
 }
@@ -391,8 +397,13 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return errUsage{fmt.Errorf("keys: want rotate or list")}
 	}
 	sub := args[0]
+	// Rotating seals new private keys under the KEK; listing reads none.
+	kind := kindAdmin
+	if sub == "rotate" {
+		kind = kindKeys
+	}
 	var asJSON, now, force bool
-	return adminCmd(ctx, "keys "+sub, args[1:], stdout, stderr, getenv, func(fs *flag.FlagSet) {
+	return runAdmin(ctx, kind, "keys "+sub, args[1:], stdout, stderr, getenv, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		if sub == "rotate" {
 			fs.BoolVar(&now, "now", false, "make the new keys current at once instead of publishing them first (resource servers that cached the JWKS meet an unknown kid)")
@@ -410,7 +421,7 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		case sub == "rotate":
 			keys, err = a.svc.Keys().Prepare(ctx)
 		default:
-			keys, err = a.svc.Keys().List(ctx)
+			keys, err = a.svc.Store().SigningKeys(ctx)
 		}
 		if err != nil {
 			return err

@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/pgtest"
@@ -264,5 +267,75 @@ func TestPolicyApplyWarnsUnregisteredType(t *testing.T) {
 	}
 	if strings.Contains(string(out), "payment_initiation is not") {
 		t.Fatalf("warned about a registered type:\n%s", out)
+	}
+}
+
+// TestDomainError: invalid input and conflicts from the domain are usage
+// errors (exit 2), told by their type; an error that merely quotes their
+// text, such as a value an admin typed, is not.
+func TestDomainError(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		usage bool
+	}{
+		{"invalid input", fmt.Errorf("approvals: create user: %w: %q is not an email address", approvals.ErrInvalidInput, "bob"), true},
+		{"conflict", fmt.Errorf("approvals: create user: %w (users_email_key)", approvals.ErrConflict), true},
+		{"not found quoting the invalid-input text", fmt.Errorf("approvals: agent %q: %w", approvals.ErrInvalidInput.Error(), approvals.ErrNotFound), false},
+		{"database error quoting the conflict text", fmt.Errorf("approvals: create agent: pq: %s", approvals.ErrConflict.Error()), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := domainError(tc.err)
+			if got := errors.As(err, new(errUsage)); got != tc.usage {
+				t.Fatalf("domainError(%v) is a usage error: %v, want %v", tc.err, got, tc.usage)
+			}
+			if !errors.Is(err, tc.err) && !tc.usage {
+				t.Errorf("domainError(%v) = %v, want the error itself", tc.err, err)
+			}
+		})
+	}
+}
+
+// TestAdminWithoutKEK: the admin commands that touch no key material run
+// without a key-encryption key outside dev mode, and create no signing key;
+// keys rotate, which seals keys, still refuses to run without one.
+func TestAdminWithoutKEK(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = env("DATABASE_URL=" + conf.URL())
+		cmd.Dir = "../.."
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, args := range [][]string{
+		{"types", "apply", "-f", "examples/demo/types"},
+		{"users", "add", "--email", "bob@example.com", "--user-code", "2468"},
+		{"users", "list"},
+		{"agents", "add", "--name", "Bot", "--domain", "bot.example.com", "--types", "payment_initiation"},
+		{"agents", "list"},
+		{"resources", "add", "--name", "API", "--audience", "https://api.example.com"},
+		{"policy", "apply", "-f", "examples/demo/policy.yaml"},
+		{"policy", "history"},
+		{"keys", "list"},
+	} {
+		if out, err := run(args...); err != nil {
+			t.Fatalf("countersign %s without a KEK: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	db, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var keys int
+	if err := db.Get(&keys, `SELECT count(*) FROM signing_keys`); err != nil || keys != 0 {
+		t.Fatalf("%d signing keys (err %v) after admin commands without a KEK, want 0", keys, err)
+	}
+
+	out, err := run("keys", "rotate")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "no key-encryption key") {
+		t.Fatalf("keys rotate without a KEK: %v\n%s", err, out)
 	}
 }

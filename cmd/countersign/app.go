@@ -15,8 +15,8 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/internal/egress"
 	"github.com/countersign/countersign/migrations"
-	"github.com/countersign/countersign/notify"
 )
 
 // app is a process's wiring: the database and the domain service.
@@ -27,10 +27,22 @@ type app struct {
 }
 
 // openApp connects, migrates and wires the domain. close releases it all.
+// Only a subcommand that needs the KEK (cfg.kind) loads it and has a
+// KeyStore; the others get none (Service.Keys is nil) and never touch key
+// material.
 func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(), error) {
-	kek, err := loadKEK(cfg)
-	if err != nil {
-		return nil, nil, err
+	var kek []byte
+	if cfg.kind.needsKEK() {
+		var err error
+		if kek, err = loadKEK(cfg); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		// The service keys its auth_req_id MAC from the KEK. No such
+		// subcommand issues or reads one; a throwaway key keeps any it
+		// could make worthless outside this process.
+		kek = make([]byte, approvals.KEKSize)
+		_, _ = rand.Read(kek)
 	}
 	db, dsn, closeDB, err := openDB(ctx, cfg, logger)
 	if err != nil {
@@ -41,14 +53,16 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		return nil, nil, err
 	}
 	store := approvals.NewStore(db)
-	keys, err := approvals.NewKeyStore(db, kek, nil)
-	if err != nil {
-		closeDB()
-		return nil, nil, err
-	}
-	if err := keys.Ensure(ctx); err != nil {
-		closeDB()
-		return nil, nil, err
+	var keys *approvals.KeyStore
+	if cfg.kind.needsKEK() {
+		if keys, err = approvals.NewKeyStore(db, kek, nil); err != nil {
+			closeDB()
+			return nil, nil, err
+		}
+		if err := keys.Ensure(ctx); err != nil {
+			closeDB()
+			return nil, nil, err
+		}
 	}
 	var hintIssuers []approvals.LoginHintIssuer
 	for _, li := range cfg.LoginHintIssuers {
@@ -70,9 +84,9 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 // outboundPolicy says where requests to URLs that clients chose (ping
 // callbacks, JWKS URLs) may go: https to public addresses, plus the
 // --ping-allow ranges, plus loopback http in dev mode.
-func outboundPolicy(cfg *Config) notify.Policy {
-	allow, _ := notify.ParseAllowlist(cfg.PingAllow) // checked by Validate
-	return notify.Policy{Allow: allow, DevLoopback: cfg.Dev}
+func outboundPolicy(cfg *Config) egress.Policy {
+	allow, _ := egress.ParseAllowlist(cfg.PingAllow) // checked by Validate
+	return egress.Policy{Allow: allow, DevLoopback: cfg.Dev}
 }
 
 // issuer is the configured issuer, or in dev mode http://localhost:PORT.

@@ -6,14 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/countersign/countersign/approvals"
 	"io"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/countersign/countersign/notify"
+	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/internal/egress"
 )
 
 // Config is the whole configuration of a countersign process. Every field is a
@@ -47,9 +47,13 @@ type cmdKind int
 
 const (
 	kindMigrate cmdKind = iota // the database only
-	kindAdmin                  // the database and the key-encryption key
+	kindAdmin                  // the database; --kek is accepted but not needed
+	kindKeys                   // the database and the key-encryption key
 	kindServe                  // everything
 )
+
+// needsKEK reports whether the subcommand seals or opens key material.
+func (k cmdKind) needsKEK() bool { return k >= kindKeys }
 
 // secretFlags may come from a *_FILE.
 var secretFlags = []string{"database-url", "kek"}
@@ -71,7 +75,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.Var((*repeatedFlag)(&c.LoginHintIssuers), "login-hint-issuer", "trust ISSUER=JWKS_URL_OR_FILE to sign login_hint_token JWTs (repeatable; env: comma-separated)")
 		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
-		fs.Var((*repeatedFlag)(&c.PingAllow), "ping-allow", "a network (CIDR) that ping callbacks may reach although it is not public, e.g. 10.20.0.0/16; repeatable (env: comma-separated)")
+		fs.Var((*repeatedFlag)(&c.PingAllow), "ping-allow", "a network (CIDR) that ping callbacks and JWKS fetches may reach although it is not public, e.g. 10.20.0.0/16; repeatable (env: comma-separated)")
 	}
 	for _, name := range secretFlags {
 		if fs.Lookup(name) != nil {
@@ -178,7 +182,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
 	}
-	if c.kind >= kindAdmin && c.KEK == "" && !c.Dev {
+	if c.kind.needsKEK() && c.KEK == "" && !c.Dev {
 		return errors.New("no key-encryption key: set COUNTERSIGN_KEK (or --kek-file), 32 bytes in base64 or hex; generate one with: openssl rand -base64 32")
 	}
 	if c.KEK != "" {
@@ -204,8 +208,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--login-hint-issuer %q: want ISSUER=JWKS_URL_OR_FILE", li)
 		}
 	}
-	if _, err := notify.ParseAllowlist(c.PingAllow); err != nil {
-		return fmt.Errorf("--ping-allow: %s", strings.TrimPrefix(err.Error(), "notify: "))
+	var ae *egress.AllowlistError
+	if _, err := egress.ParseAllowlist(c.PingAllow); errors.As(err, &ae) {
+		return fmt.Errorf("--ping-allow: %q is not a CIDR such as 10.0.0.0/8", ae.Value)
+	} else if err != nil {
+		return fmt.Errorf("--ping-allow: %w", err)
 	}
 	if c.kind == kindServe && c.Issuer == "" && !c.Dev {
 		return errors.New("no issuer: set --issuer (COUNTERSIGN_ISSUER) to this server's public https URL")

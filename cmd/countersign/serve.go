@@ -63,7 +63,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
 		IdleTimeout:       httpIdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    web.ServerMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)

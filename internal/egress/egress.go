@@ -1,4 +1,9 @@
-package notify
+// Package egress says where Countersign may send requests to URLs that
+// clients chose (ping callbacks, JWKS URLs), and gives the HTTP client that
+// enforces it. Without it an agent could make the server reach its own
+// network (SSRF): loopback, private ranges, cloud metadata. approvals (JWKS
+// fetches) and notify (ping callbacks) both use it.
+package egress
 
 import (
 	"context"
@@ -22,9 +27,8 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// Policy says which callback targets may be reached. Countersign calls URLs
-// that agents registered, so without it an agent could make the server reach
-// its own network (SSRF): loopback, private ranges, cloud metadata.
+// Policy says which targets may be reached. The zero Policy allows https to
+// public addresses only.
 type Policy struct {
 	// Allow lists the networks an admin has opened (--ping-allow), which are
 	// reachable even when they are private or otherwise special.
@@ -34,17 +38,25 @@ type Policy struct {
 	DevLoopback bool
 }
 
-// ErrForbiddenTarget is the error for a callback target that the policy does
-// not allow: a scheme other than https, or an address that is not public.
-var ErrForbiddenTarget = errors.New("notify: forbidden callback target")
+// ErrForbiddenTarget is the error for a target that the policy does not
+// allow: a scheme other than https, or an address that is not public.
+var ErrForbiddenTarget = errors.New("egress: forbidden target")
 
-// ParseAllowlist parses CIDRs such as 10.20.0.0/16 or fd00::/8.
+// AllowlistError is ParseAllowlist's error: Value is not a CIDR.
+type AllowlistError struct{ Value string }
+
+func (e *AllowlistError) Error() string {
+	return fmt.Sprintf("egress: %q is not a CIDR such as 10.0.0.0/8", e.Value)
+}
+
+// ParseAllowlist parses CIDRs such as 10.20.0.0/16 or fd00::/8. Its error is
+// an *AllowlistError.
 func ParseAllowlist(cidrs []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(cidrs))
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil {
-			return nil, fmt.Errorf("notify: %q is not a CIDR such as 10.0.0.0/8", c)
+			return nil, &AllowlistError{Value: c}
 		}
 		out = append(out, p.Masked())
 	}
@@ -115,9 +127,17 @@ func public(a netip.Addr) bool {
 	return true
 }
 
-// checkURL checks a callback URL before any network traffic: https, or plain
-// http to a loopback host in dev mode (CIBA §4: the endpoint is https). It
-// returns whether connections for it may only reach loopback.
+// CheckURL checks a URL before any network traffic: https, or plain http to a
+// loopback host in dev mode (CIBA §4: a client's endpoints are https). The
+// client of Client checks every request the same way; CheckURL lets a caller
+// tell a forbidden target from a failed send before it starts.
+func (p Policy) CheckURL(target string) (*url.URL, error) {
+	u, _, err := p.checkURL(target)
+	return u, err
+}
+
+// checkURL is CheckURL; it also returns whether connections for the URL may
+// only reach loopback.
 func (p Policy) checkURL(target string) (u *url.URL, loopbackOnly bool, err error) {
 	u, err = url.Parse(target)
 	if err != nil || !u.IsAbs() || u.Hostname() == "" || u.User != nil {
@@ -172,7 +192,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return nil, fmt.Errorf("notify: bad port %q", portStr)
+		return nil, fmt.Errorf("egress: bad port %q", portStr)
 	}
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
@@ -182,7 +202,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 			return nil, err
 		}
 		if len(addrs) == 0 {
-			return nil, fmt.Errorf("notify: %s has no addresses", host)
+			return nil, fmt.Errorf("egress: %s has no addresses", host)
 		}
 	}
 	loopbackOnly, _ := ctx.Value(loopbackOnlyKey{}).(bool)
