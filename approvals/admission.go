@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -309,4 +311,49 @@ func requestAmount(d *rar.Details) float64 {
 		sum += elementAmount(e)
 	}
 	return sum
+}
+
+func checkBindingMessage(m string) error {
+	if utf8.RuneCountInString(m) > MaxBindingMessage {
+		return refuse(CodeInvalidBindingMessage, "binding_message is longer than 64 characters")
+	}
+	// The user compares it with what the agent shows them (CIBA §7.1), so
+	// it must look like what it is: nothing hidden, reordered or imitating
+	// another script.
+	var te *rar.TextError
+	if err := rar.CheckDisplayText(m); errors.As(err, &te) {
+		return refuse(CodeInvalidBindingMessage, "binding_message "+te.Description())
+	}
+	for _, r := range m {
+		if !unicode.IsPrint(r) {
+			return refuse(CodeInvalidBindingMessage, "binding_message must contain printable characters only")
+		}
+	}
+	return nil
+}
+
+func pick(versions TypeVersions, types []string) TypeVersions {
+	out := TypeVersions{}
+	for _, t := range types {
+		out[t] = versions[t]
+	}
+	return out
+}
+
+// isBearerToken reports whether s is an RFC 6750 §2.1 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isBearerToken(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
 }

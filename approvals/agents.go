@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 
 	"context"
-	"errors"
 	"fmt"
-	jose "github.com/go-jose/go-jose/v4"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/lib/pq"
 )
@@ -263,22 +263,4 @@ func (s *Store) SetAgentStatus(ctx context.Context, id, status string) error {
 		return fmt.Errorf("approvals: set status of agent %q: %w", id, translate(err))
 	}
 	return nil
-}
-
-// AuthenticateAgent checks a client_id and client secret (client_secret_basic
-// or _post) in constant time. Unknown client, wrong secret and wrong method
-// all return ErrNotAllowed, so the answer does not tell which.
-func (s *Store) AuthenticateAgent(ctx context.Context, id, secret, method string) (Agent, error) {
-	a, err := s.Agent(ctx, id)
-	if err != nil {
-		secretMatches(nil, secret) // same work as a known client
-		if errors.Is(err, ErrNotFound) {
-			return Agent{}, ErrNotAllowed
-		}
-		return Agent{}, err
-	}
-	if !secretMatches(a.SecretHash, secret) || a.AuthMethod != method {
-		return Agent{}, ErrNotAllowed
-	}
-	return a, nil
 }

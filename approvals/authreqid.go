@@ -73,3 +73,12 @@ func parseUUID(s string) ([16]byte, bool) {
 	copy(u[:], b)
 	return u, true
 }
+
+// requestIDOf returns the request id an auth_req_id stands for.
+func (s *Service) requestIDOf(authReqID string) (string, error) {
+	id, err := s.authReqIDs.parse(authReqID)
+	if err != nil {
+		return "", refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	}
+	return id, nil
+}

@@ -169,3 +169,47 @@ func (s *Service) userFromIDTokenHint(ctx context.Context, agent Agent, token st
 	}
 	return c.Subject, nil
 }
+
+// resolveUser finds the user that exactly one hint names (CIBA §7.1) and
+// checks their user_code.
+func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (User, error) {
+	n := 0
+	for _, h := range []string{p.LoginHint, p.IDTokenHint, p.LoginHintToken} {
+		if h != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return User{}, refuse(CodeInvalidRequest, "exactly one of login_hint, id_token_hint and login_hint_token is required")
+	}
+	hint := p.LoginHint
+	var err error
+	switch {
+	case p.IDTokenHint != "":
+		hint, err = s.userFromIDTokenHint(ctx, agent, p.IDTokenHint)
+	case p.LoginHintToken != "":
+		hint, err = s.userFromLoginHintToken(ctx, p.LoginHintToken)
+	}
+	if err != nil {
+		return User{}, err
+	}
+	u, err := s.store.UserByHint(ctx, hint)
+	if errors.Is(err, ErrNotFound) {
+		return User{}, refuse(CodeUnknownUserID, "no user matches the hint")
+	}
+	if err != nil {
+		return User{}, err
+	}
+	if u.Status != "active" {
+		return User{}, refuse(CodeAccessDenied, "the user is suspended")
+	}
+	if u.HasUserCode() {
+		if p.UserCode == "" {
+			return User{}, refuse(CodeMissingUserCode, "this user requires a user_code")
+		}
+		if err := s.checkUserCode(ctx, u, p.UserCode); err != nil {
+			return User{}, err
+		}
+	}
+	return u, nil
+}

@@ -6,10 +6,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"github.com/countersign/countersign/approvals/policy"
-	"github.com/jmoiron/sqlx"
 	"log/slog"
 	"time"
+
+	"github.com/countersign/countersign/approvals/policy"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/lib/pq"
 )
@@ -420,4 +421,25 @@ func revokeTokensOf(ctx context.Context, t *Tx, who, id, actor, reason string) e
 		t.record(newEvent(KindTokenRevoked, actor, r, map[string]any{"jti": r.TokenJTI, "reason": reason}))
 	}
 	return nil
+}
+
+// Cancel withdraws a pending request of agent's.
+func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) error {
+	id, err := s.requestIDOf(authReqID)
+	if err != nil {
+		return err
+	}
+	err = s.store.Cancel(ctx, id, agent.ID)
+	switch {
+	case err == nil:
+		s.logger.InfoContext(ctx, "request cancelled", "id", id, "agent", agent.ID)
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return refuse(CodeInvalidGrant, "auth_req_id is not valid")
+	case errors.Is(err, ErrExpired):
+		return refuse(CodeExpiredToken, "the request has expired")
+	case errors.Is(err, ErrAlreadyDecided), errors.Is(err, ErrWrongState):
+		return refuse(CodeInvalidGrant, "the request is no longer pending")
+	}
+	return err
 }

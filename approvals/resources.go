@@ -2,12 +2,13 @@ package approvals
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/countersign/countersign/rar"
 	"github.com/lib/pq"
 )
 
@@ -65,23 +66,6 @@ func (s *Store) CreateResourceServer(ctx context.Context, n NewResourceServer) (
 
 const resourceSQL = `SELECT ` + resourceColumns + ` FROM resource_servers WHERE id = $1`
 
-// AuthenticateResourceServer checks a resource server's credentials in
-// constant time; any failure is ErrNotAllowed.
-func (s *Store) AuthenticateResourceServer(ctx context.Context, id, secret string) (ResourceServer, error) {
-	var r ResourceServer
-	if err := s.db.GetContext(ctx, &r, resourceSQL, id); err != nil {
-		secretMatches(nil, secret)
-		if errors.Is(translate(err), ErrNotFound) {
-			return ResourceServer{}, ErrNotAllowed
-		}
-		return ResourceServer{}, fmt.Errorf("approvals: resource server: %w", err)
-	}
-	if !secretMatches(r.SecretHash, secret) || r.Status != "active" {
-		return ResourceServer{}, ErrNotAllowed
-	}
-	return r, nil
-}
-
 const resourceServersSQL = `SELECT ` + resourceColumns + ` FROM resource_servers ORDER BY created_at, id`
 
 // ResourceServers lists every resource server.
@@ -126,4 +110,52 @@ func (s *Store) RotateResourceServerSecret(ctx context.Context, id string) (stri
 		return "", fmt.Errorf("approvals: rotate secret of %q: %w", id, translate(err))
 	}
 	return secret, nil
+}
+
+// audience decides the token's aud: the resource indicators given (RFC 8707),
+// else the details' locations (RFC 9396 §2.2), else the resource servers
+// registered for the request's types. Every audience must be an active
+// registered resource server that executes the request's types (when it
+// declares them): an agent cannot aim a token anywhere else.
+func (s *Service) audience(ctx context.Context, resources []string, d *rar.Details, types []string) (pq.StringArray, error) {
+	candidates := resources
+	if len(candidates) == 0 {
+		for _, e := range d.Elements {
+			if ls, ok := e.Value["locations"].([]any); ok {
+				for _, l := range ls {
+					if s, ok := l.(string); ok {
+						candidates = append(candidates, s)
+					}
+				}
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		aud, err := s.store.AudiencesForTypes(ctx, types)
+		if err != nil {
+			return nil, err
+		}
+		if len(aud) == 0 {
+			return nil, refuse(CodeInvalidTarget, "no audience for the token: give a resource parameter or locations in authorization_details")
+		}
+		return aud, nil
+	}
+	known, err := s.store.ResourceServers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range candidates {
+		i := slices.IndexFunc(known, func(rs ResourceServer) bool { return rs.Audience == a && rs.Status == "active" })
+		if i < 0 {
+			return nil, refuse(CodeInvalidTarget, "the resource or location does not name a registered resource server")
+		}
+		if rs := known[i]; len(rs.Types) > 0 {
+			for _, t := range types {
+				if !slices.Contains(rs.Types, t) {
+					return nil, refuse(CodeInvalidTarget, "the resource server named does not execute requests of type "+t)
+				}
+			}
+		}
+	}
+	return sortedSet(candidates), nil
 }

@@ -110,3 +110,10 @@ func (j NullJSON) MarshalJSON() ([]byte, error) {
 	}
 	return j, nil
 }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -184,3 +184,35 @@ func (s *Store) userCodeMatched(ctx context.Context, userID string) error {
 	}
 	return nil
 }
+
+// checkUserCode checks a user code against the user's argon2id hash. Every
+// attempt is counted as wrong before it is hashed and taken back when it
+// matches, so five wrong codes lock the code even when they arrive at once;
+// the memory-hard hash runs at most argonSlots at a time, so guessing cannot
+// exhaust memory.
+func (s *Service) checkUserCode(ctx context.Context, u User, code string) error {
+	reserved, err := s.store.reserveUserCodeAttempt(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	if !reserved {
+		return refuse(CodeInvalidUserCode, "too many wrong user codes; the code is locked for a while")
+	}
+	select {
+	case s.argon <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	ok, err := userCodeMatches(*u.UserCodeHash, code)
+	<-s.argon
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return refuse(CodeInvalidUserCode, "the user_code is not valid")
+	}
+	return s.store.userCodeMatched(ctx, u.ID)
+}
+
+// argonSlots bounds concurrent argon2id hashes (64 MiB each).
+const argonSlots = 2

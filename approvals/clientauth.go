@@ -313,3 +313,38 @@ func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySou
 		cache:      map[string]cachedJWKS{},
 	}
 }
+
+// AuthenticateAgent checks a client_id and client secret (client_secret_basic
+// or _post) in constant time. Unknown client, wrong secret and wrong method
+// all return ErrNotAllowed, so the answer does not tell which.
+func (s *Store) AuthenticateAgent(ctx context.Context, id, secret, method string) (Agent, error) {
+	a, err := s.Agent(ctx, id)
+	if err != nil {
+		secretMatches(nil, secret) // same work as a known client
+		if errors.Is(err, ErrNotFound) {
+			return Agent{}, ErrNotAllowed
+		}
+		return Agent{}, err
+	}
+	if !secretMatches(a.SecretHash, secret) || a.AuthMethod != method {
+		return Agent{}, ErrNotAllowed
+	}
+	return a, nil
+}
+
+// AuthenticateResourceServer checks a resource server's credentials in
+// constant time; any failure is ErrNotAllowed.
+func (s *Store) AuthenticateResourceServer(ctx context.Context, id, secret string) (ResourceServer, error) {
+	var r ResourceServer
+	if err := s.db.GetContext(ctx, &r, resourceSQL, id); err != nil {
+		secretMatches(nil, secret)
+		if errors.Is(translate(err), ErrNotFound) {
+			return ResourceServer{}, ErrNotAllowed
+		}
+		return ResourceServer{}, fmt.Errorf("approvals: resource server: %w", err)
+	}
+	if !secretMatches(r.SecretHash, secret) || r.Status != "active" {
+		return ResourceServer{}, ErrNotAllowed
+	}
+	return r, nil
+}
