@@ -229,6 +229,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if err != nil {
 		return Created{}, err
 	}
+	s.metrics.decided(stored)
 	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,
 		"policy_version", version, "rule", stored.PolicyRule)
 	if stored.State == StateDenied {

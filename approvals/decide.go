@@ -49,6 +49,7 @@ func (s *Service) Review(ctx context.Context, requestID string, by Reviewer, in 
 		if err != nil {
 			return Request{}, err
 		}
+		s.metrics.reviewed(in.Verdict, out)
 		s.logger.InfoContext(ctx, "request reviewed", "request", out, "reviewer", by.UserID, "verdict", in.Verdict)
 		return out, nil
 	}

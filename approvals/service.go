@@ -40,6 +40,8 @@ type Config struct {
 	// (https to public addresses only, no redirects); production passes one
 	// with its --ping-allow networks.
 	HTTPClient *http.Client
+	// Metrics counts decisions, reviews and tokens (nil: nothing).
+	Metrics *Metrics
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer
 }
@@ -55,6 +57,7 @@ type Service struct {
 	tokenTTL   time.Duration
 	now        func() time.Time
 	logger     *slog.Logger
+	metrics    *Metrics
 
 	policies   *PolicyStore
 	argon      chan struct{} // argonSlots tokens
@@ -67,7 +70,7 @@ type Service struct {
 func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Service {
 	s := &Service{store: store, types: types, keys: keys, issuer: strings.TrimRight(cfg.Issuer, "/"),
 		authReqIDs: authReqIDs{key: DeriveKey(cfg.KEK, "countersign auth_req_id v1")},
-		interval:   int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger}
+		interval:   int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger, metrics: cfg.Metrics}
 	if s.interval <= 0 {
 		s.interval = int(DefaultInterval / time.Second)
 	}

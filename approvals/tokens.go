@@ -139,6 +139,7 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 		}
 		return TokenResponse{}, err
 	}
+	s.metrics.issued()
 	s.logger.InfoContext(ctx, "token issued", "request", r.ID, "jti", jti)
 	return TokenResponse{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: int(exp.Sub(now) / time.Second),
 		IDToken: idToken, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), Scope: r.Scope}, nil
@@ -221,6 +222,7 @@ func (s *Service) Redeem(ctx context.Context, rs ResourceServer, token string, d
 		}
 		return Redemption{Reason: why}, nil
 	}
+	s.metrics.redeemed()
 	s.logger.InfoContext(ctx, "token redeemed", "request", r.ID, "resource_server", rs.ID)
 	return Redemption{Active: true, Claims: &claims}, nil
 }

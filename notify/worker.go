@@ -5,12 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of a Worker.
@@ -42,6 +44,8 @@ type Config struct {
 	BackoffCap   time.Duration // and no retry longer than this
 	Concurrency  int           // rows sent at once
 	Logger       *slog.Logger
+	// Metrics, when set, receives delivery results and the outbox depth.
+	Metrics prometheus.Registerer
 }
 
 // Worker delivers outbox rows. Every replica runs one.
@@ -57,6 +61,7 @@ type Worker struct {
 	concurrency int
 	logger      *slog.Logger
 	rnd         func(n int64) int64 // [0, n): the jitter
+	results     *prometheus.CounterVec
 }
 
 // NewWorker returns a worker; Run starts it.
@@ -82,7 +87,28 @@ func NewWorker(cfg Config) (*Worker, error) {
 	// CIBA §10.2: "The OP MUST NOT follow redirects." The client returns the
 	// 3xx itself, which is not a success.
 	w.client = cfg.Policy.Client(w.timeout, cfg.Resolver, cfg.RootCAs)
+	if cfg.Metrics != nil {
+		w.results = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_outbox_deliveries_total",
+			Help: "Outbox delivery attempts, by kind and result (delivered, retry, or the drop reason).",
+		}, []string{"kind", "result"})
+		depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "countersign_outbox_open_rows", Help: "Outbox rows neither delivered nor dropped (all replicas).",
+		}, w.openRows)
+		cfg.Metrics.MustRegister(w.results, depth)
+	}
 	return w, nil
+}
+
+// openRows counts the open outbox rows, for a scrape.
+func (w *Worker) openRows() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var n int64
+	if err := w.db.GetContext(ctx, &n, `SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND dropped_at IS NULL`); err != nil {
+		return math.NaN() // unknown, not zero
+	}
+	return float64(n)
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -163,6 +189,16 @@ func (w *Worker) deliver(ctx context.Context, r row) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	kept, err := record(rctx, w.db, r, o)
+	if w.results != nil && err == nil && kept {
+		result := "retry"
+		switch {
+		case o.delivered:
+			result = "delivered"
+		case o.drop != "":
+			result = o.drop
+		}
+		w.results.WithLabelValues(r.Kind, result).Inc()
+	}
 	attrs := []any{"row", r, "status", o.status}
 	switch {
 	case err != nil:

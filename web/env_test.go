@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
@@ -50,6 +51,8 @@ type testEnv struct {
 	post   client // client_secret_post, payment_initiation only
 	rs     client // resource server for testAudience
 	rsInfo approvals.ResourceServer
+	// metrics is what the server's /metrics would serve.
+	metrics *prometheus.Registry
 }
 
 // client is a registered client's credentials and how it presents them.
@@ -93,12 +96,13 @@ func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), 
 	handler := http.NewServeMux()
 	e.srv = httptest.NewServer(handler)
 	t.Cleanup(e.srv.Close)
-	cfg := approvals.Config{Issuer: e.srv.URL, KEK: testKEK}
+	e.metrics = prometheus.NewRegistry()
+	cfg := approvals.Config{Issuer: e.srv.URL, KEK: testKEK, Metrics: approvals.NewMetrics(e.metrics)}
 	if configure != nil {
 		configure(&cfg)
 	}
 	e.svc = approvals.NewService(store, types, keys, cfg)
-	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger}).Handler())
+	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger, Metrics: e.metrics}).Handler())
 
 	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)

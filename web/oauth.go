@@ -84,6 +84,7 @@ func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc
 				// scheme; RFC 9110 §15.5.2: every 401 carries a challenge.
 				w.Header().Set("WWW-Authenticate", `Basic realm="countersign"`)
 			}
+			s.metrics.oauthError(r, ref.Code)
 			writeJSON(w, status, oauthErrorBody{ref.Code, ref.Description})
 		case r.Context().Err() != nil:
 			// The client hung up, so whatever failed failed because of that
@@ -93,9 +94,11 @@ func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc
 		case databaseDown(err):
 			s.logger.WarnContext(r.Context(), "database unavailable", "path", r.URL.Path, "err", err)
 			w.Header().Set("Retry-After", "5")
+			s.metrics.oauthError(r, approvals.CodeTemporarilyUnavailable)
 			writeJSON(w, http.StatusServiceUnavailable, oauthErrorBody{approvals.CodeTemporarilyUnavailable, "the service is temporarily unavailable; retry later"})
 		default:
 			s.logger.ErrorContext(r.Context(), "internal error", "path", r.URL.Path, "err", err)
+			s.metrics.oauthError(r, "server_error")
 			writeJSON(w, http.StatusInternalServerError, oauthErrorBody{"server_error", "internal error"})
 		}
 	}

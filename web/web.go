@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/approvals"
 )
@@ -30,18 +31,22 @@ type Options struct {
 	// Service is the domain; nil serves only the probes.
 	Service *approvals.Service
 	Logger  *slog.Logger
+	// Metrics, when set, receives the HTTP metrics (requests, latency and
+	// OAuth errors by route).
+	Metrics prometheus.Registerer
 }
 
 // Server holds the dependencies of every handler.
 type Server struct {
-	db     *sqlx.DB
-	svc    *approvals.Service
-	logger *slog.Logger
+	db      *sqlx.DB
+	svc     *approvals.Service
+	logger  *slog.Logger
+	metrics *httpMetrics
 }
 
 // New returns a Server; its Handler serves the routes.
 func New(o Options) *Server {
-	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger}
+	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger, metrics: newHTTPMetrics(o.Metrics)}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -50,5 +55,5 @@ func New(o Options) *Server {
 
 // Handler returns the whole HTTP surface with its common middleware.
 func (s *Server) Handler() http.Handler {
-	return limitHeaders(http.MaxBytesHandler(s.routes(), MaxBodyBytes))
+	return limitHeaders(http.MaxBytesHandler(s.metrics.wrap(s.routes()), MaxBodyBytes))
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/egress"
@@ -21,9 +23,10 @@ import (
 
 // app is a process's wiring: the database and the domain service.
 type app struct {
-	db  *sqlx.DB
-	dsn string // for the event listener's own connection
-	svc *approvals.Service
+	db      *sqlx.DB
+	dsn     string // for the event listener's own connection
+	svc     *approvals.Service
+	metrics *prometheus.Registry // what /metrics serves
 }
 
 // openApp connects, migrates and wires the domain. close releases it all.
@@ -74,11 +77,14 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		closeDB()
 		return nil, nil, err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(db.DB, "countersign"))
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
-		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil),
+		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
 	})
-	return &app{db: db, dsn: dsn, svc: svc}, closeDB, nil
+	return &app{db: db, dsn: dsn, svc: svc, metrics: reg}, closeDB, nil
 }
 
 // outboundPolicy says where requests to URLs that clients chose (ping

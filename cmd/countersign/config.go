@@ -38,6 +38,10 @@ type Config struct {
 	// PingAllow lists networks (CIDRs) that ping callbacks may reach although
 	// they are private, loopback or otherwise not public.
 	PingAllow []string
+	// MetricsAddr is where /metrics (and with Pprof, /debug/pprof/) listen:
+	// off unless set, loopback in dev mode; "off" turns it off there too.
+	MetricsAddr string
+	Pprof       bool
 
 	kind cmdKind // which subcommand this configures
 }
@@ -75,6 +79,8 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.Var((*repeatedFlag)(&c.LoginHintIssuers), "login-hint-issuer", "trust ISSUER=JWKS_URL_OR_FILE to sign login_hint_token JWTs (repeatable; env: comma-separated)")
 		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
+		fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of the Prometheus /metrics endpoint, e.g. 127.0.0.1:9464 (default: off; dev: 127.0.0.1:9464; off: none)")
+		fs.BoolVar(&c.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
 		fs.Var((*repeatedFlag)(&c.PingAllow), "ping-allow", "a network (CIDR) that ping callbacks and JWKS fetches may reach although it is not public, e.g. 10.20.0.0/16; repeatable (env: comma-separated)")
 	}
 	for _, name := range secretFlags {
@@ -220,7 +226,24 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
 	}
+	if c.Pprof && c.metricsAddr() == "" {
+		return errors.New("--pprof needs --metrics-addr: profiles are served on the metrics listener only")
+	}
 	return nil
+}
+
+// DevMetricsAddr is where dev mode serves /metrics unless told otherwise.
+const DevMetricsAddr = "127.0.0.1:9464"
+
+// metricsAddr is the metrics listener's address, or "" for none.
+func (c *Config) metricsAddr() string {
+	switch {
+	case c.MetricsAddr == "off":
+		return ""
+	case c.MetricsAddr == "" && c.Dev:
+		return DevMetricsAddr
+	}
+	return c.MetricsAddr
 }
 
 // validateDatabaseURL accepts postgres:// URLs; the message never echoes the

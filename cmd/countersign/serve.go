@@ -48,7 +48,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	// The outbox worker runs on every replica; on shutdown it finishes the
 	// sends in flight and records them.
 	worker, err := notify.NewWorker(notify.Config{DB: a.db, AuthReqID: a.svc.AuthReqID, Logger: logger,
-		Policy: outboundPolicy(cfg)})
+		Policy: outboundPolicy(cfg), Metrics: a.metrics})
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	defer func() { stopWorker(); <-workerDone }()
 
 	srv := &http.Server{
-		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger}).Handler(),
+		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics}).Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
@@ -71,6 +71,19 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger.Info("countersign listening", "addr", ln.Addr().String(), "issuer", a.svc.Issuer(), "version", version, "dev", cfg.Dev)
+
+	if addr := cfg.metricsAddr(); addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on --metrics-addr: %w", err)
+		}
+		msrv := &http.Server{Handler: web.MetricsHandler(a.metrics, cfg.Pprof), ReadHeaderTimeout: httpReadHeaderTimeout,
+			// A CPU profile or trace streams for its ?seconds=.
+			WriteTimeout: 5 * time.Minute, IdleTimeout: httpIdleTimeout}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		logger.Info("metrics listening", "addr", mln.Addr().String(), "pprof", cfg.Pprof)
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
