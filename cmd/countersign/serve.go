@@ -74,15 +74,21 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 
 	if addr := cfg.metricsAddr(); addr != "" {
 		mln, err := net.Listen("tcp", addr)
-		if err != nil {
+		switch {
+		case err != nil && cfg.MetricsAddr == "":
+			// Dev mode's default address is taken (another dev server):
+			// metrics are a convenience there, not a reason to stop.
+			logger.Warn("metrics not served: the dev default address is taken; set --metrics-addr", "addr", addr, "err", err)
+		case err != nil:
 			return fmt.Errorf("listen on --metrics-addr: %w", err)
+		default:
+			msrv := &http.Server{Handler: web.MetricsHandler(a.metrics, cfg.Pprof), ReadHeaderTimeout: httpReadHeaderTimeout,
+				// A CPU profile or trace streams for its ?seconds=.
+				WriteTimeout: 5 * time.Minute, IdleTimeout: httpIdleTimeout}
+			go func() { _ = msrv.Serve(mln) }()
+			defer msrv.Close()
+			logger.Info("metrics listening", "addr", mln.Addr().String(), "pprof", cfg.Pprof)
 		}
-		msrv := &http.Server{Handler: web.MetricsHandler(a.metrics, cfg.Pprof), ReadHeaderTimeout: httpReadHeaderTimeout,
-			// A CPU profile or trace streams for its ?seconds=.
-			WriteTimeout: 5 * time.Minute, IdleTimeout: httpIdleTimeout}
-		go func() { _ = msrv.Serve(mln) }()
-		defer msrv.Close()
-		logger.Info("metrics listening", "addr", mln.Addr().String(), "pprof", cfg.Pprof)
 	}
 
 	served := make(chan error, 1)
