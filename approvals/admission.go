@@ -61,7 +61,7 @@ func (s *Service) parse(ctx context.Context, agent Agent, p AuthRequest) (*admis
 	if err := checkBindingMessage(p.BindingMessage); err != nil {
 		return nil, err
 	}
-	reg, versions, err := s.types.Registry(ctx)
+	reg, versions, err := s.registry(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	}
 	// Read before the transaction: an admission holds one connection, and
 	// only while it decides and stores.
-	set, version, err := s.policies.Current(ctx)
+	set, version, err := s.currentPolicy(ctx)
 	if err != nil {
 		return Created{}, err
 	}
@@ -226,6 +226,9 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		stored, err = insertRequest(ctx, t, req, a.lifetime)
 		return err
 	})
+	if errors.Is(err, ErrSuspended) {
+		return Created{}, refuse(CodeAccessDenied, "the client or the user is suspended")
+	}
 	if err != nil {
 		return Created{}, err
 	}

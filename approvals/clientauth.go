@@ -74,7 +74,7 @@ func (s *Service) AuthenticateAssertion(ctx context.Context, clientID, assertion
 	if unverified.Issuer == "" || unverified.Issuer != unverified.Subject || (clientID != "" && clientID != unverified.Issuer) {
 		return Agent{}, fmt.Errorf("%w: iss and sub must both be the client_id", ErrAssertion)
 	}
-	agent, err := s.store.Agent(ctx, unverified.Issuer)
+	agent, err := s.agent(ctx, unverified.Issuer)
 	if errors.Is(err, ErrNotFound) {
 		return Agent{}, fmt.Errorf("%w: unknown client", ErrAssertion)
 	}
@@ -315,10 +315,12 @@ func newClientKeySource(client *http.Client, now func() time.Time) *clientKeySou
 }
 
 // AuthenticateAgent checks a client_id and client secret (client_secret_basic
-// or _post) in constant time. Unknown client, wrong secret and wrong method
-// all return ErrNotAllowed, so the answer does not tell which.
-func (s *Store) AuthenticateAgent(ctx context.Context, id, secret, method string) (Agent, error) {
-	a, err := s.Agent(ctx, id)
+// or _post) in constant time against the registration (cached; see
+// cache.go). Unknown client, wrong secret and wrong method all return
+// ErrNotAllowed, so the answer does not tell which. A suspended agent
+// authenticates; what it may do is decided by the guarded statements.
+func (s *Service) AuthenticateAgent(ctx context.Context, id, secret, method string) (Agent, error) {
+	a, err := s.agent(ctx, id)
 	if err != nil {
 		secretMatches(nil, secret) // same work as a known client
 		if errors.Is(err, ErrNotFound) {
@@ -334,17 +336,18 @@ func (s *Store) AuthenticateAgent(ctx context.Context, id, secret, method string
 
 // AuthenticateResourceServer checks a resource server's credentials in
 // constant time; any failure is ErrNotAllowed.
-func (s *Store) AuthenticateResourceServer(ctx context.Context, id, secret string) (ResourceServer, error) {
-	var r ResourceServer
-	if err := s.db.GetContext(ctx, &r, resourceSQL, id); err != nil {
-		secretMatches(nil, secret)
-		if errors.Is(translate(err), ErrNotFound) {
-			return ResourceServer{}, ErrNotAllowed
-		}
-		return ResourceServer{}, fmt.Errorf("approvals: resource server: %w", err)
+func (s *Service) AuthenticateResourceServer(ctx context.Context, id, secret string) (ResourceServer, error) {
+	all, err := s.resourceServers(ctx)
+	if err != nil {
+		return ResourceServer{}, err
 	}
-	if !secretMatches(r.SecretHash, secret) || r.Status != "active" {
+	i := slices.IndexFunc(all, func(r ResourceServer) bool { return r.ID == id })
+	if i < 0 {
+		secretMatches(nil, secret)
 		return ResourceServer{}, ErrNotAllowed
 	}
-	return r, nil
+	if r := all[i]; secretMatches(r.SecretHash, secret) && r.Status == "active" {
+		return r, nil
+	}
+	return ResourceServer{}, ErrNotAllowed
 }

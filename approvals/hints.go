@@ -193,7 +193,7 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 	if err != nil {
 		return User{}, err
 	}
-	u, err := s.store.UserByHint(ctx, hint)
+	u, err := s.userByHint(ctx, hint)
 	if errors.Is(err, ErrNotFound) {
 		return User{}, refuse(CodeUnknownUserID, "no user matches the hint")
 	}

@@ -103,9 +103,13 @@ INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, de
 	created_at, expires_at, poll_interval,
 	decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount,
 	step_up, user_required)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
 	CASE WHEN $4 = 'pending' THEN $14::text END, now(), now() + make_interval(secs => $15), $16,
-	CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+	CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27
+-- The registrations may come from a cache: a suspended agent or user is
+-- refused here, by the database.
+WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2 AND status = 'active')
+	AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND status = 'active')
 RETURNING ` + requestColumns
 
 // insertRequest stores new request r (state pending, approved or denied, as
@@ -118,6 +122,9 @@ func insertRequest(ctx context.Context, t *Tx, r Request, lifetime time.Duration
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
 		r.Quorum, r.Amount, r.StepUp, r.UserRequired).StructScan(&out)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Request{}, fmt.Errorf("approvals: insert request: %w", ErrSuspended)
+	}
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
 	}

@@ -77,21 +77,6 @@ func (s *Store) ResourceServers(ctx context.Context) ([]ResourceServer, error) {
 	return out, nil
 }
 
-const audiencesForTypesSQL = `
-SELECT audience FROM resource_servers
-WHERE status = 'active' AND types @> $1
-ORDER BY audience`
-
-// AudiencesForTypes returns the audiences of the active resource servers that
-// execute every one of types.
-func (s *Store) AudiencesForTypes(ctx context.Context, types []string) ([]string, error) {
-	var out []string
-	if err := s.db.SelectContext(ctx, &out, audiencesForTypesSQL, pq.StringArray(types)); err != nil {
-		return nil, fmt.Errorf("approvals: audiences: %w", err)
-	}
-	return out, nil
-}
-
 const rotateResourceSecretSQL = `UPDATE resource_servers SET secret_hash = $2 WHERE id = $1 RETURNING id`
 
 // RotateResourceServerSecret replaces a resource server's secret and returns
@@ -130,19 +115,22 @@ func (s *Service) audience(ctx context.Context, resources []string, d *rar.Detai
 			}
 		}
 	}
+	known, err := s.resourceServers(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if len(candidates) == 0 {
-		aud, err := s.store.AudiencesForTypes(ctx, types)
-		if err != nil {
-			return nil, err
+		// The active resource servers that execute every one of types.
+		var aud []string
+		for _, rs := range known {
+			if rs.Status == "active" && !slices.ContainsFunc(types, func(t string) bool { return !slices.Contains(rs.Types, t) }) {
+				aud = append(aud, rs.Audience)
+			}
 		}
 		if len(aud) == 0 {
 			return nil, refuse(CodeInvalidTarget, "no audience for the token: give a resource parameter or locations in authorization_details")
 		}
-		return aud, nil
-	}
-	known, err := s.store.ResourceServers(ctx)
-	if err != nil {
-		return nil, err
+		return sortedSet(aud), nil
 	}
 	for _, a := range candidates {
 		i := slices.IndexFunc(known, func(rs ResourceServer) bool { return rs.Audience == a && rs.Status == "active" })

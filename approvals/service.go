@@ -40,6 +40,11 @@ type Config struct {
 	// (https to public addresses only, no redirects); production passes one
 	// with its --ping-allow networks.
 	HTTPClient *http.Client
+	// Listener, when set, hears of every change on every replica: the
+	// Service then keeps what rarely changes (agents, users, resource
+	// servers, types, the policy) in memory and drops it when it changes.
+	// Without one it reads them from the database every time.
+	Listener *Listener
 	// Metrics counts decisions, reviews and tokens (nil: nothing).
 	Metrics *Metrics
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
@@ -58,6 +63,7 @@ type Service struct {
 	now        func() time.Time
 	logger     *slog.Logger
 	metrics    *Metrics
+	caches     *caches
 
 	policies   *PolicyStore
 	argon      chan struct{} // argonSlots tokens
@@ -85,6 +91,10 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	}
 	s.clientKeys = newClientKeySource(cfg.HTTPClient, s.now)
 	s.policies = NewPolicyStore(store)
+	s.caches = newCaches(cfg.Listener, time.Now)
+	if cfg.Listener != nil {
+		cfg.Listener.Subscribe(func(n Notice) { s.caches.invalidate(n, s.keys) })
+	}
 	s.argon = make(chan struct{}, argonSlots)
 	s.tz = cfg.TimeZone
 	if s.tz == nil {

@@ -120,9 +120,11 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 		AtHash: AtHash(jose.SignatureAlgorithm(agent.IDTokenAlg), accessToken), AuthReqID: authReqID,
 	}
 	if slices.Contains(strings.Fields(r.Scope), "email") {
-		if u, err := s.store.UserByHint(ctx, r.UserID); err == nil {
-			idt.Email = u.Email
+		u, err := s.userByHint(ctx, r.UserID)
+		if err != nil {
+			return TokenResponse{}, err
 		}
+		idt.Email = u.Email
 	}
 	idToken, err := ring.Sign(jose.SignatureAlgorithm(agent.IDTokenAlg), "JWT", idt)
 	if err != nil {

@@ -261,7 +261,7 @@ func (s *Server) authenticateAgent(r *http.Request, f oauthForm) (approvals.Agen
 		}
 		return a, err
 	}
-	a, err := s.svc.Store().AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method)
+	a, err := s.svc.AuthenticateAgent(r.Context(), c.ID, c.Secret, c.Method)
 	if errors.Is(err, approvals.ErrNotAllowed) {
 		return approvals.Agent{}, errClientAuth
 	}
@@ -277,7 +277,7 @@ func (s *Server) authenticateResourceServer(r *http.Request, f oauthForm) (appro
 	if c.Method == approvals.AuthPrivateKeyJWT {
 		return approvals.ResourceServer{}, errClientAuth
 	}
-	rs, err := s.svc.Store().AuthenticateResourceServer(r.Context(), c.ID, c.Secret)
+	rs, err := s.svc.AuthenticateResourceServer(r.Context(), c.ID, c.Secret)
 	if errors.Is(err, approvals.ErrNotAllowed) {
 		return approvals.ResourceServer{}, errClientAuth
 	}

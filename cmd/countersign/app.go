@@ -23,10 +23,11 @@ import (
 
 // app is a process's wiring: the database and the domain service.
 type app struct {
-	db      *sqlx.DB
-	dsn     string // for the event listener's own connection
-	svc     *approvals.Service
-	metrics *prometheus.Registry // what /metrics serves
+	db *sqlx.DB
+	// listener hears every replica's changes (serve only; Run it).
+	listener *approvals.Listener
+	svc      *approvals.Service
+	metrics  *prometheus.Registry // what /metrics serves
 }
 
 // openApp connects, migrates and wires the domain. close releases it all.
@@ -77,14 +78,24 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		closeDB()
 		return nil, nil, err
 	}
+	// serve keeps one LISTEN connection: its caches are dropped by the
+	// events of every replica. Admin commands read everything afresh.
+	var listener *approvals.Listener
+	if cfg.kind == kindServe {
+		if listener, err = approvals.NewListener(dsn, logger); err != nil {
+			closeDB()
+			return nil, nil, err
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewDBStatsCollector(db.DB, "countersign"))
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
+		Listener: listener,
 	})
-	return &app{db: db, dsn: dsn, svc: svc, metrics: reg}, closeDB, nil
+	return &app{db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
 }
 
 // outboundPolicy says where requests to URLs that clients chose (ping

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/notify"
 	"github.com/countersign/countersign/web"
 )
@@ -33,13 +32,9 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	// One LISTEN connection per process hands committed events to the
 	// subscribers in it.
-	listener, err := approvals.NewListener(a.dsn, logger)
-	if err != nil {
-		return err
-	}
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
-	go listener.Run(listenCtx)
+	go a.listener.Run(listenCtx)
 
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
