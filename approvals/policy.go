@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -238,39 +240,49 @@ func (ps *PolicyStore) History(ctx context.Context) ([]PolicyVersion, error) {
 }
 
 // recentSQL computes the velocity counters of one agent and one user for the
-// given types over the last hour and day, grouped by type, by whether the
-// request is from the last hour, and by class (velocity_class: 1 pending,
-// 2 denied, 3 allowed by a rule, 4 approved by humans, 0 other). Whole hours
-// of the day window come from request_velocity, kept by a trigger; the
-// partial hour at its start and the last two hours are counted from the
-// requests themselves, by index-only scans. So the cost follows about three
-// hours of requests and two dozen counter rows, not the history.
+// given types over the last day and the last hour (hour), by class
+// (velocity_class: 1 pending, 2 denied, 3 allowed by a rule, 4 approved by
+// humans, 0 other; NULL for all of them, the window's total) and by currency:
+// the row of currency ” counts the requests (n), the row of a currency
+// counts those with an amount in it and sums their amounts. Every row is one
+// figure of policy.Recent, summed exactly in numeric: nothing is added up
+// afterwards in floating point. Whole hours of the day window come from
+// request_velocity, kept by a trigger; the partial hour at its start and the
+// last two hours are counted from the requests themselves, by index-only
+// scans. So the cost follows about three hours of requests and a few dozen
+// counter rows, not the history.
 const recentSQL = `
-SELECT who, type, hour, class, sum(n)::bigint AS n, coalesce(sum(amount), 0) AS sum
+SELECT who, type, hour, class, currency, sum(n)::bigint AS n, sum(amount) AS sum
 FROM (
-	SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
-		velocity_class(state, outcome) AS class, 1 AS n, amount
-	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
-		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+	SELECT q.who, q.type, w.hour, q.class, c.currency, 1 AS n, c.amount
+	FROM (
+		SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
+			velocity_class(state, outcome) AS class, amounts
+		FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
+			AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+		UNION ALL
+		SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+		FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
+		UNION ALL
+		SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+		FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
+			AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+		UNION ALL
+		SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+		FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
+	) q
+	-- Every request is in the day's window, the last hour's also in the hour's.
+	CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE q.hour) w(hour)
+	CROSS JOIN LATERAL (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(q.amounts)) c(currency, amount)
+	WHERE q.type = ANY($3)
 	UNION ALL
-	SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1, amount
-	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-	UNION ALL
-	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1, amount
-	FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
-		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
-	UNION ALL
-	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1, amount
-	FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-	UNION ALL
-	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, n, amount
+	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, currency, n, amount
 	FROM request_velocity
 	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3)
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
 		AND bucket < velocity_bucket(now() - interval '1 hour')
 ) r
-WHERE type = ANY($3)
-GROUP BY who, type, hour, class`
+GROUP BY GROUPING SETS ((who, type, hour, class, currency), (who, type, hour, currency))`
 
 // The classes of velocity_class (migrations/00006_velocity.sql).
 const (
@@ -280,35 +292,39 @@ const (
 	recentApproved = 4
 )
 
+// recentRow is one figure of policy.Recent.
 type recentRow struct {
-	Who   int     `db:"who"` // 0 agent, 1 user
-	Type  string  `db:"type"`
-	Hour  bool    `db:"hour"`
-	Class int     `db:"class"`
-	N     int64   `db:"n"`
-	Sum   float64 `db:"sum"`
+	Who      int     `db:"who"` // 0 agent, 1 user
+	Type     string  `db:"type"`
+	Hour     bool    `db:"hour"`     // the last hour's window, else the day's
+	Class    *int    `db:"class"`    // nil for the window's total
+	Currency string  `db:"currency"` // "": the count of requests; else the count and sum of those with amounts in it
+	N        int64   `db:"n"`
+	Sum      float64 `db:"sum"`
 }
 
-// add counts r into c.
-func (r recentRow) add(c *policy.Counts) {
-	t := policy.Tally{Count: r.N, Sum: r.Sum}
-	plus := func(x *policy.Tally) { x.Count += t.Count; x.Sum += t.Sum }
-	plus(&c.Total)
-	switch r.Class {
-	case recentAllowed:
-		plus(&c.Allowed)
-	case recentApproved:
-		plus(&c.Approved)
-	case recentDenied:
-		plus(&c.Denied)
-	case recentPending:
-		plus(&c.Pending)
+// tally is the tally of c that r is about, nil for a class no tally has.
+func (r recentRow) tally(c *policy.Counts) *policy.Tally {
+	if r.Class == nil {
+		return &c.Total
 	}
+	switch *r.Class {
+	case recentAllowed:
+		return &c.Allowed
+	case recentApproved:
+		return &c.Approved
+	case recentDenied:
+		return &c.Denied
+	case recentPending:
+		return &c.Pending
+	}
+	return nil
 }
 
 // Recent returns, per type, the velocity of agentID's and userID's requests
 // over the last hour and day (policy.Recent): requests that include an
-// element of the type, counted once each, with the sum of their amounts.
+// element of the type, counted once each, with the sums of their amounts per
+// currency.
 func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
 	return s.recent(ctx, nil, agentID, userID, types)
 }
@@ -336,35 +352,47 @@ func (s *Store) recent(ctx context.Context, tx *sqlx.Tx, agentID, userID string,
 		if r.Who == 1 {
 			w = &rec.User
 		}
-		r.add(&w.Day)
+		c := &w.Day
 		if r.Hour {
-			r.add(&w.Hour)
+			c = &w.Hour
+		}
+		switch t := r.tally(c); {
+		case t == nil:
+		case r.Currency == "":
+			t.Count = r.N
+		case r.N > 0: // a counter whose requests all changed class has none
+			if t.Sums == nil {
+				t.Sums = map[string]float64{}
+			}
+			t.Sums[r.Currency] = r.Sum
 		}
 		out[r.Type] = rec
 	}
 	return out, nil
 }
 
-// elementAmount is the element's instructedAmount in major units, or 0.
-func elementAmount(e rar.Element) float64 {
-	ia, ok := e.Value["instructedAmount"].(map[string]any)
-	if !ok {
-		return 0
+// requestAmounts is what a request moves, per currency (SPEC §4: amounts of
+// different currencies are never added), summed exactly from the amounts
+// each element's type declares.
+func requestAmounts(d *rar.Details) Amounts {
+	totals := d.Totals()
+	out := make(Amounts, len(totals))
+	for _, a := range totals {
+		out[a.Currency] = json.Number(a.String())
 	}
-	var s string
-	switch v := ia["amount"].(type) {
-	case string:
-		s = v
-	case fmt.Stringer:
-		s = v.String()
-	default:
-		return 0
+	return out
+}
+
+// policy is a as the rules see it (request.amounts): in major units, as
+// doubles.
+func (a Amounts) policy() map[string]float64 {
+	out := make(map[string]float64, len(a))
+	for c, n := range a {
+		// n is a decimal written by rar.Amount.String; ParseFloat rounds
+		// it once, to the nearest double.
+		out[c], _ = strconv.ParseFloat(string(n), 64)
 	}
-	var f float64
-	if _, err := fmt.Sscan(strings.TrimSpace(s), &f); err != nil {
-		return 0
-	}
-	return f
+	return out
 }
 
 // DryRun is what a rule set would decide for a request, without storing
@@ -422,7 +450,8 @@ func (s *Service) DryRun(ctx context.Context, name string, source, details []byt
 		}
 	}
 	now := s.now().In(s.tz)
-	in.Request = policy.Request{ACRValues: acrValues, Hour: int64(now.Hour()), Weekday: int64(now.Weekday())}
+	in.Request = policy.Request{ACRValues: acrValues, Hour: int64(now.Hour()), Weekday: int64(now.Weekday()),
+		Amounts: requestAmounts(d).policy()}
 	out := DryRun{Elements: make([]policy.Decision, len(d.Elements))}
 	for i, e := range d.Elements {
 		in.Details, in.Recent = e.Value, recent[e.Type]

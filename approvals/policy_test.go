@@ -134,7 +134,7 @@ func TestPolicyVelocity(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rec["payment_initiation"]
-	if r.Agent.Hour.Total.Count != 11 || r.Agent.Hour.Allowed.Count != 10 || r.Agent.Hour.Pending.Count != 1 || r.Agent.Day.Total.Sum != 110 {
+	if r.Agent.Hour.Total.Count != 11 || r.Agent.Hour.Allowed.Count != 10 || r.Agent.Hour.Pending.Count != 1 || r.Agent.Day.Total.Sums["EUR"] != 110 || len(r.Agent.Day.Total.Sums) != 1 {
 		t.Fatalf("agent velocity %+v", r.Agent)
 	}
 	if r.User.Hour.Total.Count != 12 {

@@ -56,7 +56,7 @@ type Request struct {
 	Quorum        QuorumJSON `db:"quorum"`
 	StepUp        bool       `db:"step_up"`       // every human approval must be a step-up
 	UserRequired  bool       `db:"user_required"` // the requesting user must approve
-	Amount        float64    `db:"amount"`
+	Amounts       Amounts    `db:"amounts"`
 }
 
 // QuorumJSON is the quorum requirements of a request, stored as jsonb.
@@ -74,6 +74,18 @@ func (r Request) LogValue() slog.Value {
 		slog.String("user", r.UserID), slog.String("state", string(r.State)), slog.String("details_hash", r.DetailsHash))
 }
 
+// Amounts is what a request moves: for each currency, the exact sum of its
+// elements' amounts in that currency in major units, written as rar writes
+// amounts ("500.00"). Stored as jsonb numbers, {"EUR": 500.00}, which the
+// velocity counters add up in numeric.
+type Amounts map[string]json.Number
+
+// Value implements driver.Valuer.
+func (a Amounts) Value() (driver.Value, error) { return jsonbValue(a, a == nil, "{}") }
+
+// Scan implements sql.Scanner.
+func (a *Amounts) Scan(src any) error { return jsonbScan(src, a) }
+
 // TypeVersions maps each request type in a request to the version of its
 // definition the request was validated against.
 type TypeVersions map[string]int
@@ -88,7 +100,7 @@ const requestColumns = `id, agent_id, user_id, state, scope, authorization_detai
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 	created_at, expires_at, poll_interval, last_polled_at, decided_at, decided_by, decision_reason, acr, amr,
 	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at,
-	outcome, policy_version, policy_rule, policy_reason, quorum, step_up, user_required, amount`
+	outcome, policy_version, policy_rule, policy_reason, quorum, step_up, user_required, amounts`
 
 // insertRequestSQL stores a new request in the state the policy gave it:
 // pending, approved at once by a rule (then, for a ping agent, the ping is
@@ -101,7 +113,7 @@ WITH r AS (
 	INSERT INTO requests (id, agent_id, user_id, state, scope, authorization_details, details_canonical, details_hash,
 		types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 		created_at, expires_at, poll_interval,
-		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount,
+		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amounts,
 		step_up, user_required)
 	-- The notification token is kept only while the request is pending; for
 	-- one decided at once it goes straight into the outbox.
@@ -136,7 +148,7 @@ func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Requ
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
-		r.Quorum, r.Amount, r.StepUp, r.UserRequired).StructScan(&out)
+		r.Quorum, r.Amounts, r.StepUp, r.UserRequired).StructScan(&out)
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
 	}

@@ -246,9 +246,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if p.ClientNotificationToken != "" {
 		req.ClientNotificationToken = &p.ClientNotificationToken
 	}
-	for _, e := range details.Elements {
-		req.Amount += elementAmount(e)
-	}
+	req.Amounts = requestAmounts(details)
 	// The velocity counts a rule reads and the request they let through are
 	// one step: requests of the same agent or user wait for each other, so
 	// parallel requests cannot all slip under a velocity limit.
@@ -520,7 +518,7 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 		User:  policy.User{ID: user.ID, Roles: user.Roles, Groups: user.Groups},
 		Request: policy.Request{BindingMessage: p.BindingMessage, ACRValues: p.ACRValues,
 			RequestedExpiry: int64(p.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday()),
-			Amount: req.Amount, Elements: int64(len(details.Elements))},
+			Amounts: req.Amounts.policy(), Elements: int64(len(details.Elements))},
 	}
 	decisions := make([]policy.Decision, len(details.Elements))
 	for i, e := range details.Elements {

@@ -127,14 +127,18 @@ func TestDemoVelocity(t *testing.T) {
 			t.Fatal(d.Err)
 		}
 		h := history[agent]
-		h.Total.Count++
-		h.Total.Sum += 19.99
+		count := func(t *Tally) {
+			t.Count++
+			if t.Sums == nil {
+				t.Sums = map[string]float64{}
+			}
+			t.Sums["EUR"] += 19.99
+		}
+		count(&h.Total)
 		if d.Outcome.Kind == Allow {
-			h.Allowed.Count++
-			h.Allowed.Sum += 19.99
+			count(&h.Allowed)
 		} else {
-			h.Pending.Count++
-			h.Pending.Sum += 19.99
+			count(&h.Pending)
 		}
 		return d.Outcome.Kind
 	}
@@ -178,13 +182,11 @@ func TestDemoRequest(t *testing.T) {
 }
 
 // wholeRequest is the request-level view of a request of one element, as
-// the caller computes it: request.amount is the element's amount.
+// the caller computes it: request.amounts holds the element's amount.
 func wholeRequest(el rar.Element) Request {
 	r := Request{Elements: 1}
-	if ia, ok := el.Value["instructedAmount"].(map[string]any); ok {
-		if a, ok := ia["amount"].(string); ok {
-			r.Amount, _ = strconv.ParseFloat(a, 64)
-		}
+	if a, ok := el.Amount(); ok {
+		r.Amounts = map[string]float64{a.Currency: a.Float64()}
 	}
 	return r
 }
