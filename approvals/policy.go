@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -239,50 +240,81 @@ func (ps *PolicyStore) History(ctx context.Context) ([]PolicyVersion, error) {
 	return out, nil
 }
 
-// recentSQL computes the velocity counters of one agent and one user for the
-// given types over the last day and the last hour (hour), by class
-// (velocity_class: 1 pending, 2 denied, 3 allowed by a rule, 4 approved by
-// humans, 0 other; NULL for all of them, the window's total) and by currency:
-// the row of currency ” counts the requests (n), the row of a currency
-// counts those with an amount in it and sums their amounts. Every row is one
-// figure of policy.Recent, summed exactly in numeric: nothing is added up
-// afterwards in floating point. Whole hours of the day window come from
-// request_velocity, kept by a trigger; the partial hour at its start and the
+// recentCountsSQL computes the velocity counts of one agent and one user for
+// the given types over the last hour and day, grouped by type, by whether
+// the request is from the last hour, and by class (velocity_class: 1
+// pending, 2 denied, 3 allowed by a rule, 4 approved by humans, 0 other).
+// Whole hours of the day window come from request_velocity (its rows of
+// currency ”), kept by a trigger; the partial hour at its start and the
 // last two hours are counted from the requests themselves, by index-only
-// scans. So the cost follows about three hours of requests and a few dozen
+// scans. So the cost follows about three hours of requests and two dozen
 // counter rows, not the history.
-const recentSQL = `
-SELECT who, type, hour, class, currency, sum(n)::bigint AS n, sum(amount) AS sum
+const recentCountsSQL = `
+SELECT who, type, hour, class, '' AS currency, sum(n)::bigint AS n, '0' AS sum
 FROM (
-	SELECT q.who, q.type, w.hour, q.class, c.currency, 1 AS n, c.amount
-	FROM (
-		SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
-			velocity_class(state, outcome) AS class, amounts
-		FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
-			AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
-		UNION ALL
-		SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-		FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-		UNION ALL
-		SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-		FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
-			AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
-		UNION ALL
-		SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-		FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-	) q
-	-- Every request is in the day's window, the last hour's also in the hour's.
-	CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE q.hour) w(hour)
-	CROSS JOIN LATERAL (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(q.amounts)) c(currency, amount)
-	WHERE q.type = ANY($3)
+	SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
+		velocity_class(state, outcome) AS class, 1 AS n
+	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
+		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
 	UNION ALL
-	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, currency, n, amount
+	SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
+	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
+	UNION ALL
+	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
+	FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
+		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+	UNION ALL
+	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
+	FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
+	UNION ALL
+	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, n
 	FROM request_velocity
-	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3)
+	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency = ''
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
 		AND bucket < velocity_bucket(now() - interval '1 hour')
 ) r
-GROUP BY GROUPING SETS ((who, type, hour, class, currency), (who, type, hour, currency))`
+WHERE type = ANY($3)
+GROUP BY who, type, hour, class`
+
+// recentSumsSQL is recentCountsSQL for the amounts: per currency, the
+// requests with an amount in it and the exact sum of those amounts (numeric,
+// read as text). It is a statement of its own, run only when a rule reads
+// the sums: it costs more than the counts, and PostgreSQL plans it afresh
+// each time (it estimates a hundred currencies per request). The amounts are
+// expanded in the select list, as a function in FROM would materialise each
+// request's.
+const recentSumsSQL = `
+SELECT who, type, hour, class, currency, sum(n)::bigint AS n, sum(amount)::text AS sum
+FROM (
+	SELECT who, type, hour, class, (e).key AS currency, 1 AS n, (e).value::numeric AS amount
+	FROM (
+		SELECT who, type, hour, class, jsonb_each(amounts) AS e
+		FROM (
+			SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
+				velocity_class(state, outcome) AS class, amounts
+			FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
+				AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour' AND amounts <> '{}'
+			UNION ALL
+			SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+			FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour') AND amounts <> '{}'
+			UNION ALL
+			SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+			FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
+				AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour' AND amounts <> '{}'
+			UNION ALL
+			SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
+			FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour') AND amounts <> '{}'
+		) q
+	) a
+	UNION ALL
+	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, currency, n, amount
+	FROM request_velocity
+	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency <> ''
+		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
+		AND bucket < velocity_bucket(now() - interval '1 hour')
+) r
+WHERE type = ANY($3)
+GROUP BY who, type, hour, class, currency`
 
 // The classes of velocity_class (migrations/00006_velocity.sql).
 const (
@@ -292,33 +324,31 @@ const (
 	recentApproved = 4
 )
 
-// recentRow is one figure of policy.Recent.
+// recentRow is one row of recentCountsSQL or recentSumsSQL.
 type recentRow struct {
-	Who      int     `db:"who"` // 0 agent, 1 user
-	Type     string  `db:"type"`
-	Hour     bool    `db:"hour"`     // the last hour's window, else the day's
-	Class    *int    `db:"class"`    // nil for the window's total
-	Currency string  `db:"currency"` // "": the count of requests; else the count and sum of those with amounts in it
-	N        int64   `db:"n"`
-	Sum      float64 `db:"sum"`
+	Who      int    `db:"who"` // 0 agent, 1 user
+	Type     string `db:"type"`
+	Hour     bool   `db:"hour"`
+	Class    int    `db:"class"`
+	Currency string `db:"currency"` // "": the count of requests; else those with an amount in it
+	N        int64  `db:"n"`
+	Sum      string `db:"sum"` // exact decimal
 }
 
-// tally is the tally of c that r is about, nil for a class no tally has.
-func (r recentRow) tally(c *policy.Counts) *policy.Tally {
-	if r.Class == nil {
-		return &c.Total
-	}
-	switch *r.Class {
+// tallies are the tallies of c that r counts into: the total and its
+// class's.
+func (r recentRow) tallies(c *policy.Counts) []*policy.Tally {
+	switch r.Class {
 	case recentAllowed:
-		return &c.Allowed
+		return []*policy.Tally{&c.Total, &c.Allowed}
 	case recentApproved:
-		return &c.Approved
+		return []*policy.Tally{&c.Total, &c.Approved}
 	case recentDenied:
-		return &c.Denied
+		return []*policy.Tally{&c.Total, &c.Denied}
 	case recentPending:
-		return &c.Pending
+		return []*policy.Tally{&c.Total, &c.Pending}
 	}
-	return nil
+	return []*policy.Tally{&c.Total}
 }
 
 // Recent returns, per type, the velocity of agentID's and userID's requests
@@ -326,49 +356,94 @@ func (r recentRow) tally(c *policy.Counts) *policy.Tally {
 // element of the type, counted once each, with the sums of their amounts per
 // currency.
 func (s *Store) Recent(ctx context.Context, agentID, userID string, types []string) (map[string]policy.Recent, error) {
-	return s.recent(ctx, nil, agentID, userID, types)
+	return s.recent(ctx, nil, agentID, userID, types, true)
 }
 
-// recent is Recent, inside tx when it is not nil.
-func (s *Store) recent(ctx context.Context, tx *sqlx.Tx, agentID, userID string, types []string) (map[string]policy.Recent, error) {
-	stmt, err := s.prepared(ctx, recentSQL)
-	if err != nil {
-		return nil, fmt.Errorf("approvals: recent: %w", err)
-	}
-	if tx != nil {
-		stmt = tx.StmtxContext(ctx, stmt)
+// recent is Recent, inside tx when it is not nil, with the sums only when
+// sums is set (policy.Set.ReadsRecentSums).
+func (s *Store) recent(ctx context.Context, tx *sqlx.Tx, agentID, userID string, types []string, sums bool) (map[string]policy.Recent, error) {
+	queries := []string{recentCountsSQL}
+	if sums {
+		queries = append(queries, recentSumsSQL)
 	}
 	var rows []recentRow
-	if err := stmt.SelectContext(ctx, &rows, agentID, userID, pq.StringArray(types)); err != nil {
-		return nil, fmt.Errorf("approvals: recent: %w", err)
+	for _, q := range queries {
+		stmt, err := s.prepared(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("approvals: recent: %w", err)
+		}
+		if tx != nil {
+			stmt = tx.StmtxContext(ctx, stmt)
+		}
+		var part []recentRow
+		if err := stmt.SelectContext(ctx, &part, agentID, userID, pq.StringArray(types)); err != nil {
+			return nil, fmt.Errorf("approvals: recent: %w", err)
+		}
+		rows = append(rows, part...)
 	}
-	out := make(map[string]policy.Recent, len(types))
+	out := make(map[string]*policy.Recent, len(types))
 	for _, t := range types {
-		out[t] = policy.Recent{}
+		out[t] = &policy.Recent{}
 	}
+	// The day's figures add up the hour's and the rest of the day's, and a
+	// total its classes': sums are added as exact rationals, and made doubles
+	// once.
+	type sumKey struct {
+		t        *policy.Tally
+		currency string
+	}
+	type exactSum struct {
+		n   int64
+		sum big.Rat
+	}
+	exact := map[sumKey]*exactSum{}
 	for _, r := range rows {
 		rec := out[r.Type]
 		w := &rec.Agent
 		if r.Who == 1 {
 			w = &rec.User
 		}
-		c := &w.Day
+		windows := []*policy.Counts{&w.Day}
 		if r.Hour {
-			c = &w.Hour
+			windows = append(windows, &w.Hour)
 		}
-		switch t := r.tally(c); {
-		case t == nil:
-		case r.Currency == "":
-			t.Count = r.N
-		case r.N > 0: // a counter whose requests all changed class has none
-			if t.Sums == nil {
-				t.Sums = map[string]float64{}
+		var amount *big.Rat
+		if r.Currency != "" {
+			var ok bool
+			if amount, ok = new(big.Rat).SetString(r.Sum); !ok {
+				return nil, fmt.Errorf("approvals: recent: sum %q is not a decimal", r.Sum)
 			}
-			t.Sums[r.Currency] = r.Sum
 		}
-		out[r.Type] = rec
+		for _, c := range windows {
+			for _, t := range r.tallies(c) {
+				if r.Currency == "" {
+					t.Count += r.N
+					continue
+				}
+				e := exact[sumKey{t, r.Currency}]
+				if e == nil {
+					e = &exactSum{}
+					exact[sumKey{t, r.Currency}] = e
+				}
+				e.n += r.N
+				e.sum.Add(&e.sum, amount)
+			}
+		}
 	}
-	return out, nil
+	for k, e := range exact {
+		if e.n == 0 { // counters whose requests all changed class
+			continue
+		}
+		if k.t.Sums == nil {
+			k.t.Sums = map[string]float64{}
+		}
+		k.t.Sums[k.currency], _ = e.sum.Float64()
+	}
+	recent := make(map[string]policy.Recent, len(out))
+	for t, r := range out {
+		recent[t] = *r
+	}
+	return recent, nil
 }
 
 // requestAmounts is what a request moves, per currency (SPEC §4: amounts of

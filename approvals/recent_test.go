@@ -89,6 +89,22 @@ RETURNING id`, []string{"agt_a", "agt_b"}[rng.IntN(2)], []string{"usr_a", "usr_b
 				t.Errorf("%v %s:\n got  %+v\n want %+v", who, ty, got[ty], want[ty])
 			}
 		}
+		// Without the sums, the same counts.
+		counts, err := store.recent(ctx, nil, who[0], who[1], types, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ty := range types {
+			w := want[ty]
+			for _, c := range []*policy.Counts{&w.Agent.Hour, &w.Agent.Day, &w.User.Hour, &w.User.Day} {
+				for _, t := range []*policy.Tally{&c.Total, &c.Allowed, &c.Approved, &c.Denied, &c.Pending} {
+					t.Sums = nil
+				}
+			}
+			if !sameRecent(counts[ty], w) {
+				t.Errorf("%v %s without sums:\n got  %+v\n want %+v", who, ty, counts[ty], w)
+			}
+		}
 		if want["t1"].Agent.Day.Total.Count == 0 || want["t1"].Agent.Hour.Total.Count == 0 {
 			t.Fatalf("the random history left %v's windows empty: %+v", who, want["t1"])
 		}

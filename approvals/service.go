@@ -508,7 +508,7 @@ func (s *Service) applyPolicy(ctx context.Context, tx *sqlx.Tx, req *Request, ag
 	}
 	recent := map[string]policy.Recent{}
 	if set.ReadsRecent(req.Types...) {
-		if recent, err = s.store.recent(ctx, tx, agent.ID, user.ID, req.Types); err != nil {
+		if recent, err = s.store.recent(ctx, tx, agent.ID, user.ID, req.Types, set.ReadsRecentSums(req.Types...)); err != nil {
 			return err
 		}
 	}
