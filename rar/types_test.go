@@ -19,7 +19,7 @@ func TestDemoTypes(t *testing.T) {
 		{"payment_initiation", 15 * time.Minute, 4},
 		{"database_operation", 10 * time.Minute, 5},
 		{"code_merge", 30 * time.Minute, 4},
-		{"email_send", 10 * time.Minute, 3},
+		{"email_send", 10 * time.Minute, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
