@@ -114,7 +114,7 @@ func (s *Service) input(a *admission, now time.Time) policy.Input {
 		User:  policy.User{ID: a.user.ID, Roles: a.user.Roles, Groups: a.user.Groups},
 		Request: policy.Request{BindingMessage: a.params.BindingMessage, ACRValues: a.params.ACRValues,
 			RequestedExpiry: int64(a.params.RequestedExpiry), Hour: int64(now.Hour()), Weekday: int64(now.Weekday()),
-			Amount: requestAmount(a.details), Elements: int64(len(a.details.Elements))},
+			Amounts: requestAmounts(a.details).policy(), Elements: int64(len(a.details.Elements))},
 	}
 }
 
@@ -125,7 +125,7 @@ func (s *Service) evaluate(ctx context.Context, q sqlx.QueryerContext, set *poli
 	recent := map[string]policy.Recent{}
 	if set.ReadsRecent(a.types...) && (a.agent.ID != "" || a.user.ID != "") {
 		var err error
-		if recent, err = s.store.recent(ctx, q, a.agent.ID, a.user.ID, a.types); err != nil {
+		if recent, err = s.store.recent(ctx, q, a.agent.ID, a.user.ID, a.types, set.ReadsRecentSums(a.types...)); err != nil {
 			return policy.Requirement{}, err
 		}
 	}
@@ -201,7 +201,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		DetailsCanonical: string(a.details.Canonical), DetailsHash: a.details.Hash,
 		Types: a.types, TypeVersions: a.versions, BindingMessage: p.BindingMessage,
 		ACRValues: pq.StringArray(nonNil(p.ACRValues)), Resources: pq.StringArray(nonNil(p.Resources)), Audience: audience,
-		PollInterval: s.interval, Amount: requestAmount(a.details),
+		PollInterval: s.interval, Amounts: requestAmounts(a.details),
 	}
 	if p.ClientNotificationToken != "" {
 		req.ClientNotificationToken = &p.ClientNotificationToken
@@ -305,16 +305,6 @@ func (s *Service) DryRun(ctx context.Context, name string, source []byte, r DryR
 		return DryRun{}, err
 	}
 	return DryRun{Elements: need.Elements, Requirement: need}, nil
-}
-
-// requestAmount is the sum of the elements' amounts, as rules see it in
-// request.amount.
-func requestAmount(d *rar.Details) float64 {
-	sum := 0.0
-	for _, e := range d.Elements {
-		sum += elementAmount(e)
-	}
-	return sum
 }
 
 func checkBindingMessage(m string) error {

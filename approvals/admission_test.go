@@ -47,8 +47,8 @@ func TestDryRunEqualsLive(t *testing.T) {
 	merge := func(branch, checks string) string {
 		return fmt.Sprintf(`{"type":"code_merge","repository":"acme/app","base_branch":%q,"pull_request":7,"checks":%q}`, branch, checks)
 	}
-	mail := func(to string, external int) string {
-		return fmt.Sprintf(`{"type":"email_send","recipients":[%q],"external_domains":%d,"subject":"Hello"}`, to, external)
+	mail := func(to string) string {
+		return fmt.Sprintf(`{"type":"email_send","recipients":[%q],"subject":"Hello"}`, to)
 	}
 	samples := []struct {
 		name, details, user string
@@ -78,8 +78,11 @@ func TestDryRunEqualsLive(t *testing.T) {
 		{name: "merge main", details: details(merge("main", "passed"))},
 		{name: "merge feature", details: details(merge("feature/x", "passed"))},
 		{name: "merge failed checks", details: details(merge("main", "failed"))},
-		{name: "internal mail", details: details(mail("bob@example.com", 0))},
-		{name: "external mail", details: details(mail("ceo@partner.example", 1))},
+		{name: "internal mail", details: details(mail("bob@example.com"))},
+		{name: "external mail", details: details(mail("ceo@evil.example"))},
+		{name: "drop on Prod_main", details: details(db("DROP", "Prod_main"))},
+		{name: "merge refs/heads/main", details: details(merge("refs/heads/main", "passed"))},
+		{name: "merge Main", details: details(merge("Main", "passed"))},
 		{name: "payment and merge", details: details(pay("20", "EUR"), merge("main", "passed"))},
 	}
 	// Enough history for the velocity rule to matter in later samples.

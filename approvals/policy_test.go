@@ -47,6 +47,7 @@ func TestPolicyOutcomes(t *testing.T) {
 		{"small EUR payment is allowed", payment("80.00", "EUR"), nil, StateApproved, "allow", "small_eur_payment"},
 		{"small USD payment needs approval", payment("80.00", "USD"), nil, StatePending, "approve", "payment"},
 		{"large payment needs a step-up", payment("10000.01", "EUR"), nil, StatePending, "step_up", "large_payment"},
+		{"a currency without a threshold needs a step-up", payment("9999.999", "KWD"), nil, StatePending, "step_up", "unlisted_currency"},
 		{"acr_values raise allow to step-up", payment("80.00", "EUR"), []string{ACRStepUp}, StatePending, "step_up", ""},
 		{"acr_values raise allow to approval", payment("80.00", "EUR"), []string{ACRApproval}, StatePending, "approve", ""},
 		{"acr_values never lower", payment("20000", "EUR"), []string{ACRPolicy}, StatePending, "step_up", "large_payment"},
@@ -129,12 +130,12 @@ func TestPolicyVelocity(t *testing.T) {
 		t.Fatalf("another agent's first payment: %v %v, want allow", c.Request.Outcome, err)
 	}
 
-	rec, err := f.store.recent(context.Background(), f.store.db, f.agent.ID, f.user.ID, []string{"payment_initiation"})
+	rec, err := f.store.recent(context.Background(), f.store.db, f.agent.ID, f.user.ID, []string{"payment_initiation"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := rec["payment_initiation"]
-	if r.Agent.Hour.Total.Count != 11 || r.Agent.Hour.Allowed.Count != 10 || r.Agent.Hour.Pending.Count != 1 || r.Agent.Day.Total.Sum != 110 {
+	if r.Agent.Hour.Total.Count != 11 || r.Agent.Hour.Allowed.Count != 10 || r.Agent.Hour.Pending.Count != 1 || r.Agent.Day.Total.Sums["EUR"] != 110 || len(r.Agent.Day.Total.Sums) != 1 {
 		t.Fatalf("agent velocity %+v", r.Agent)
 	}
 	if r.User.Hour.Total.Count != 12 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,7 +56,7 @@ type Request struct {
 	Quorum        QuorumJSON `db:"quorum"`
 	StepUp        bool       `db:"step_up"`       // every human approval must be a step-up
 	UserRequired  bool       `db:"user_required"` // the requesting user must approve
-	Amount        float64    `db:"amount"`
+	Amounts       Amounts    `db:"amounts"`
 	// Version counts the changes of the decision; reviews are persisted
 	// with compare-and-swap on it.
 	Version int `db:"version"`
@@ -76,6 +77,18 @@ func (r Request) LogValue() slog.Value {
 		slog.String("user", r.UserID), slog.String("state", string(r.State)), slog.String("details_hash", r.DetailsHash))
 }
 
+// Amounts is what a request moves: for each currency, the exact sum of its
+// elements' amounts in that currency in major units, written as rar writes
+// amounts ("500.00"). Stored as jsonb numbers, {"EUR": 500.00}, which the
+// velocity counters add up in numeric.
+type Amounts map[string]json.Number
+
+// Value implements driver.Valuer.
+func (a Amounts) Value() (driver.Value, error) { return jsonbValue(a, a == nil, "{}") }
+
+// Scan implements sql.Scanner.
+func (a *Amounts) Scan(src any) error { return jsonbScan(src, a) }
+
 // TypeVersions maps each request type in a request to the version of its
 // definition the request was validated against.
 type TypeVersions map[string]int
@@ -90,7 +103,7 @@ const requestColumns = `id, agent_id, user_id, state, scope, details_canonical, 
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 	created_at, expires_at, poll_interval, last_polled_at, decided_at, decided_by, decision_reason, acr, amr,
 	token_jti, token_issued_at, token_expires_at, redeemed_at, redeemed_by, revoked_at,
-	outcome, policy_version, policy_rule, policy_reason, quorum, step_up, user_required, amount, version`
+	outcome, policy_version, policy_rule, policy_reason, quorum, step_up, user_required, amounts, version`
 
 // insertRequestSQL stores a new request in the state the policy gave it:
 // pending, approved at once by a rule, or denied at once (kept for velocity
@@ -101,7 +114,7 @@ const insertRequestSQL = `
 INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, details_hash,
 	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
 	created_at, expires_at, poll_interval,
-	decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amount,
+	decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amounts,
 	step_up, user_required)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
 	CASE WHEN $4 = 'pending' THEN $14::text END, now(), now() + make_interval(secs => $15), $16,
@@ -121,7 +134,7 @@ func insertRequest(ctx context.Context, t *Tx, r Request, lifetime time.Duration
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
-		r.Quorum, r.Amount, r.StepUp, r.UserRequired).StructScan(&out)
+		r.Quorum, r.Amounts, r.StepUp, r.UserRequired).StructScan(&out)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", ErrSuspended)
 	}

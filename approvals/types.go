@@ -21,12 +21,15 @@ type typeDefinition struct {
 	MaxLifetime string             `json:"max_lifetime"`
 	Summary     string             `json:"summary"`
 	Fields      []rar.DisplayField `json:"fields"`
-	Schema      json.RawMessage    `json:"schema"`
+	// Omitted when empty, so that a type without an amount keeps the
+	// digest it had before types could declare one.
+	Amount string          `json:"amount,omitempty"`
+	Schema json.RawMessage `json:"schema"`
 }
 
 func definitionOf(t rar.Type) typeDefinition {
 	return typeDefinition{Name: t.Name, Description: t.Description, MaxLifetime: t.MaxLifetime.String(),
-		Summary: t.Summary, Fields: t.Fields, Schema: t.Schema}
+		Summary: t.Summary, Fields: t.Fields, Amount: t.Amount, Schema: t.Schema}
 }
 
 func (d typeDefinition) rarType() (rar.Type, error) {
@@ -35,7 +38,7 @@ func (d typeDefinition) rarType() (rar.Type, error) {
 		return rar.Type{}, fmt.Errorf("approvals: type %q: max_lifetime: %w", d.Name, err)
 	}
 	return rar.Type{Name: d.Name, Description: d.Description, MaxLifetime: life, Summary: d.Summary,
-		Fields: d.Fields, Schema: d.Schema}, nil
+		Fields: d.Fields, Amount: d.Amount, Schema: d.Schema}, nil
 }
 
 // digest is SHA-256 over the definition's JSON with the schema compacted, so

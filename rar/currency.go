@@ -1,7 +1,6 @@
 package rar
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 )
@@ -46,39 +45,4 @@ func validateCurrencyFormat(v any) error {
 		return errCurrency
 	}
 	return nil
-}
-
-// decimalAmount returns an amount written as a plain decimal, the form
-// RFC 9396 §2 uses ("amount": "123.50"): an optional minus, digits, and
-// optionally a point followed by digits.
-func decimalAmount(v any) (string, bool) {
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case json.Number:
-		s = string(v)
-	default:
-		return "", false
-	}
-	digits, point := 0, false
-	for i := range len(s) {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			digits++
-		case c == '-' && i == 0:
-		case c == '.' && !point && digits > 0 && i < len(s)-1:
-			point = true
-		default:
-			return "", false
-		}
-	}
-	return s, digits > 0
-}
-
-func fractionDigits(amount string) int {
-	if i := strings.IndexByte(amount, '.'); i >= 0 {
-		return len(amount) - i - 1
-	}
-	return 0
 }

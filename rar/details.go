@@ -17,11 +17,13 @@ type Details struct {
 // decoded element: objects as map[string]any, arrays as []any, numbers as
 // json.Number in their RFC 8785 spelling ("1.0" arrives as "1"). Raw is the
 // canonical JSON of the element, a read-only slice of the same bytes as
-// Details.Canonical may be.
+// Details.Canonical may be. Its amount, if it has one, is [Element.Amount].
 type Element struct {
 	Type  string
 	Value map[string]any
 	Raw   json.RawMessage
+
+	amount Amount // Currency "" when the element has none
 }
 
 // LogValue implements slog.LogValuer. It logs the element types and the hash

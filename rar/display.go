@@ -57,12 +57,12 @@ func moneyFunc(v any) string {
 	if !ok {
 		return plain(v)
 	}
-	code, _ := m["currency"].(string)
-	amount, ok := decimalAmount(m["amount"])
-	if !ok {
+	a, err := amountObject(m)
+	if err != nil {
+		code, _ := m["currency"].(string)
 		return strings.TrimSpace(plain(m["amount"]) + " " + code)
 	}
-	return formatMoney(amount, code)
+	return formatMoney(a.String(), a.Currency)
 }
 
 // formatMoney writes a decimal amount with thousands separators and as many

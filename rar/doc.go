@@ -27,14 +27,21 @@
 // datatypes and privileges (arrays of strings) and identifier (a string) —
 // are allowed on every type and checked for shape whatever the type's schema
 // says. The element is then validated against the type's JSON Schema (draft
-// 2020-12, formats asserted). Fields shown with the "money" format must hold
-// a known currency and no more decimals than its minor units.
+// 2020-12, formats asserted). The type's amount ([Type.Amount]) and every
+// field shown with the "money" format must be an amount object,
+// {"currency": "EUR", "amount": "500.00"}, read by [ParseAmount]: a known
+// ISO 4217 currency, and the amount a string of digits with an optional
+// fraction (RFC 9396 §2, ISO 20022) — no sign, exponent, spaces, digit
+// separators or leading zeros, so never negative, NaN or infinite — with no
+// more decimals than the currency's minor units and fewer than 10^17 minor
+// units. [Element.Amount] is the element's amount as an exact [Amount];
+// [Details.Totals] adds them up per currency.
 //
 // Every rejection is a [*FieldError] whose Rule is one of:
 //
 //	syntax, type, min_elements, max_elements, max_bytes, max_depth,
 //	duplicate_key, invalid_utf8, precision, unknown_type, required,
-//	iban, iban_checksum, currency, amount, amount_precision,
+//	iban, iban_checksum, currency, amount, amount_precision, amount_digits,
 //	and the JSON Schema keyword that failed (enum, const, pattern, format,
 //	minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf,
 //	minLength, maxLength, minItems, maxItems, uniqueItems,
@@ -63,6 +70,7 @@
 //	fields:                             # rows of the field table, in order
 //	  - {path: /instructedAmount, label: Amount, format: money}
 //	  - {path: /creditorName, label: Creditor}
+//	amount: /instructedAmount           # optional: the amount the risk rules add up
 //	schema:                             # JSON Schema 2020-12 for one element
 //	  $schema: https://json-schema.org/draft/2020-12/schema
 //	  type: object

@@ -21,6 +21,7 @@ type compiledType struct {
 	schema   *jsonschema.Schema
 	summary  *template.Template
 	pointers [][]string // parsed Fields[i].Path
+	amount   []string   // parsed Amount; nil when the type has none
 }
 
 // typeName restricts type names to what reads unambiguously in logs, URLs
@@ -68,6 +69,13 @@ func compileType(t Type) (*compiledType, error) {
 			return nil, fmt.Errorf("rar: type %q: fields[%d]: unknown format %q", t.Name, i, f.Format)
 		}
 		ct.pointers = append(ct.pointers, p)
+	}
+	if t.Amount != "" {
+		p, err := parsePointer(t.Amount)
+		if err != nil || len(p) == 0 {
+			return nil, fmt.Errorf("rar: type %q: amount: path %q is not a JSON pointer to a member", t.Name, t.Amount)
+		}
+		ct.amount = p
 	}
 	if t.Summary == "" {
 		return nil, fmt.Errorf("rar: type %q: summary is required", t.Name)
@@ -120,10 +128,11 @@ func (r *Registry) Parse(raw []byte) (*Details, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := ct.validate(i, v); err != nil {
+		amount, err := ct.validate(i, v)
+		if err != nil {
 			return nil, err
 		}
-		d.Elements[i] = Element{Type: ct.Name, Value: v}
+		d.Elements[i] = Element{Type: ct.Name, Value: v, amount: amount}
 	}
 	canonicalize(d, elems, len(raw))
 	return d, nil

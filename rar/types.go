@@ -13,12 +13,17 @@ import (
 
 // Type is one registered request type, as an admin defines it.
 type Type struct {
-	Name        string          // the RFC 9396 "type" value, e.g. "payment_initiation"
-	Description string          // the risk description shown to admins and approvers
-	MaxLifetime time.Duration   // maximum lifetime for requests of this type
-	Summary     string          // text/template for the one-sentence summary
-	Fields      []DisplayField  // ordered display fields
-	Schema      json.RawMessage // JSON Schema draft 2020-12 for one element
+	Name        string         // the RFC 9396 "type" value, e.g. "payment_initiation"
+	Description string         // the risk description shown to admins and approvers
+	MaxLifetime time.Duration  // maximum lifetime for requests of this type
+	Summary     string         // text/template for the one-sentence summary
+	Fields      []DisplayField // ordered display fields
+	// Amount is a JSON pointer to the element's amount, an object with
+	// currency and amount ("/instructedAmount"), or "" for a type that moves
+	// no money. It is what the risk rules add up per currency (request.amounts
+	// and the velocity sums).
+	Amount string
+	Schema json.RawMessage // JSON Schema draft 2020-12 for one element
 }
 
 // DisplayField is one row of the table shown to the approver.
@@ -35,6 +40,7 @@ type typeFile struct {
 	MaxLifetime string      `yaml:"max_lifetime" json:"max_lifetime"`
 	Summary     string      `yaml:"summary" json:"summary"`
 	Fields      []fieldFile `yaml:"fields" json:"fields"`
+	Amount      string      `yaml:"amount,omitempty" json:"amount,omitempty"`
 	Schema      yaml.Node   `yaml:"schema" json:"-"`
 }
 
@@ -64,7 +70,7 @@ func ParseTypeFile(data []byte) (Type, error) {
 	if f.Name == "" {
 		return Type{}, errors.New("rar: type file: name is required")
 	}
-	t := Type{Name: f.Name, Description: f.Description, Summary: f.Summary}
+	t := Type{Name: f.Name, Description: f.Description, Summary: f.Summary, Amount: f.Amount}
 	if f.MaxLifetime == "" {
 		return Type{}, fmt.Errorf("rar: type %q: max_lifetime is required", f.Name)
 	}
@@ -107,6 +113,7 @@ func (t Type) MarshalJSON() ([]byte, error) {
 		MaxLifetime string          `json:"max_lifetime"`
 		Summary     string          `json:"summary"`
 		Fields      []fieldFile     `json:"fields"`
+		Amount      string          `json:"amount,omitempty"`
 		Schema      json.RawMessage `json:"schema"`
-	}{t.Name, t.Description, t.MaxLifetime.String(), t.Summary, fields, schema})
+	}{t.Name, t.Description, t.MaxLifetime.String(), t.Summary, fields, t.Amount, schema})
 }

@@ -19,7 +19,7 @@ func TestDemoTypes(t *testing.T) {
 		{"payment_initiation", 15 * time.Minute, 4},
 		{"database_operation", 10 * time.Minute, 5},
 		{"code_merge", 30 * time.Minute, 4},
-		{"email_send", 10 * time.Minute, 3},
+		{"email_send", 10 * time.Minute, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +97,8 @@ func TestCompileErrors(t *testing.T) {
 		{"root pointer", func(t *Type) { t.Fields = []DisplayField{{Path: "", Label: "X"}} }, "not a JSON pointer", false},
 		{"no label", func(t *Type) { t.Fields = []DisplayField{{Path: "/x"}} }, "label is required", false},
 		{"unknown field format", func(t *Type) { t.Fields = []DisplayField{{Path: "/x", Label: "X", Format: "html"}} }, `unknown format "html"`, false},
+		{"bad amount pointer", func(t *Type) { t.Amount = "price" }, `amount: path "price" is not a JSON pointer`, false},
+		{"amount pointer with a bad escape", func(t *Type) { t.Amount = "/a~2" }, "amount: path", false},
 		{"no summary", func(t *Type) { t.Summary = "" }, "summary is required", false},
 		{"template syntax", func(t *Type) { t.Summary = "Pay {{.x" }, "summary", false},
 		{"unknown function", func(t *Type) { t.Summary = "Pay {{euro .x}}" }, `function "euro" not defined`, false},

@@ -132,15 +132,22 @@ func checkFormats(v any) error {
 	return nil
 }
 
-// validate checks one decoded element against its type.
-func (ct *compiledType) validate(i int, v map[string]any) *FieldError {
+// validate checks one decoded element against its type and returns its
+// amount (Type.Amount), the zero Amount when it has none.
+func (ct *compiledType) validate(i int, v map[string]any) (Amount, *FieldError) {
 	if err := checkCommonFields(i, v); err != nil {
-		return err
+		return Amount{}, err
 	}
 	if err := ct.schema.Validate(v); err != nil {
-		return schemaError(i, err)
+		return Amount{}, schemaError(i, err)
 	}
-	return ct.checkMoney(i, v)
+	if err := ct.checkMoney(i, v); err != nil {
+		return Amount{}, err
+	}
+	if ct.amount == nil {
+		return Amount{}, nil
+	}
+	return ct.readAmount(i, v, ct.Amount, ct.amount)
 }
 
 // checkCommonFields enforces the shapes RFC 9396 §2.2 gives the common
@@ -171,37 +178,34 @@ func checkCommonFields(i int, v map[string]any) *FieldError {
 	return nil
 }
 
-// checkMoney makes sure that every value displayed as money can be shown
-// exactly: a known ISO 4217 currency and no more decimals than it has minor
-// units, so the consent page never rounds.
+// checkMoney makes sure that every value displayed as money is an amount
+// (ParseAmount), so the consent page shows it exactly, never rounded, and
+// shows the number the rules compare.
 func (ct *compiledType) checkMoney(i int, v map[string]any) *FieldError {
 	for fi, f := range ct.Fields {
 		if f.Format != "money" {
 			continue
 		}
-		mv, ok := lookupPointer(v, ct.pointers[fi])
-		if !ok {
-			continue
-		}
-		m, ok := mv.(map[string]any)
-		if !ok {
-			return &FieldError{Index: i, Path: f.Path, Rule: "type", Message: "money must be an object with currency and amount"}
-		}
-		code, _ := m["currency"].(string)
-		cur, ok := currencies[code]
-		if !ok {
-			return &FieldError{Index: i, Path: f.Path + "/currency", Rule: "currency", Message: "not an ISO 4217 currency code"}
-		}
-		amount, ok := decimalAmount(m["amount"])
-		if !ok {
-			return &FieldError{Index: i, Path: f.Path + "/amount", Rule: "amount", Message: "amount must be a decimal number such as \"500.00\""}
-		}
-		if frac := fractionDigits(amount); frac > cur.exponent {
-			return &FieldError{Index: i, Path: f.Path + "/amount", Rule: "amount_precision",
-				Message: fmt.Sprintf("%s has %d decimal places, amount has %d", code, cur.exponent, frac)}
+		if _, err := ct.readAmount(i, v, f.Path, ct.pointers[fi]); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// readAmount reads the amount object at ptr (spelt path), if the element
+// has one there.
+func (ct *compiledType) readAmount(i int, v map[string]any, path string, ptr []string) (Amount, *FieldError) {
+	mv, ok := lookupPointer(v, ptr)
+	if !ok {
+		return Amount{}, nil
+	}
+	a, err := amountObject(mv)
+	if err != nil {
+		err.Index, err.Path = i, path+err.Path
+		return Amount{}, err
+	}
+	return a, nil
 }
 
 // schemaError maps a validation failure to its most specific leaf: the

@@ -54,7 +54,7 @@ func BenchmarkEvaluate(b *testing.B) {
 		Agent:   Agent{ID: "agt_1", Name: "Invoice bot", Domain: "bots.example.com", Labels: map[string]string{"tier": "trusted"}},
 		User:    User{ID: "usr_1", Roles: []string{"finance", "admin"}, Groups: []string{"maintainers"}},
 		Request: Request{BindingMessage: "PAY-1234", RequestedExpiry: 300, Hour: 14, Weekday: 3},
-		Recent:  Recent{Agent: Windows{Hour: Counts{Total: Tally{Count: 4, Sum: 120}}}},
+		Recent:  Recent{Agent: Windows{Hour: Counts{Total: Tally{Count: 4, Sums: map[string]float64{"EUR": 120}}}}},
 	}
 	if d := s.Evaluate("payment_initiation", in); d.RuleID != "r20" || d.Err != nil {
 		b.Fatalf("decision %+v, want rule r20", d)

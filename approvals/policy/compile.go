@@ -31,8 +31,9 @@ type Set struct {
 type typeRules struct {
 	rules  []compiledRule
 	chunks []chunk
-	// readsRecent is set when a condition refers to the recent variable.
-	readsRecent bool
+	// readsRecent is set when a condition refers to the recent variable,
+	// readsSums when it may read recent's sums (more than counts).
+	readsRecent, readsSums bool
 	// failure is what a rule that cannot be evaluated decides: the strictest
 	// outcome the type's rules can reach.
 	failure Outcome
@@ -44,8 +45,9 @@ type compiledRule struct {
 	outcome Outcome
 	reason  string
 	prg     cel.Program // nil when the condition is always true
-	// readsRecent is set when the condition refers to the recent variable.
-	readsRecent bool
+	// readsRecent is set when the condition refers to the recent variable,
+	// readsSums when it may read recent's sums.
+	readsRecent, readsSums bool
 }
 
 // chunk is up to chunkSize consecutive rules folded into one program,
@@ -93,6 +95,7 @@ func Compile(f *File) (*Set, error) {
 			errs = append(errs, es...)
 			tr.rules = append(tr.rules, c)
 			tr.readsRecent = tr.readsRecent || c.readsRecent
+			tr.readsSums = tr.readsSums || c.readsSums
 			alwaysLast = always
 		}
 		tr.failure = strictest(tr.rules, !alwaysLast)
@@ -155,7 +158,11 @@ func compileRule(env *cel.Env, file, typ string, r Rule) (compiledRule, bool, Er
 		return c, false, errs
 	}
 	for _, ref := range a.NativeRep().ReferenceMap() {
-		c.readsRecent = c.readsRecent || ref.Name == "recent" || strings.HasPrefix(ref.Name, "recent.")
+		reads := ref.Name == "recent" || strings.HasPrefix(ref.Name, "recent.")
+		c.readsRecent = c.readsRecent || reads
+		// Anything under recent but a count (a sum, sums, or a whole
+		// struct) may read the sums.
+		c.readsSums = c.readsSums || (reads && !strings.HasSuffix(ref.Name, ".count"))
 	}
 	if isTrue(a.NativeRep().Expr()) {
 		return c, true, errs

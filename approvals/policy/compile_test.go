@@ -181,3 +181,34 @@ func TestReadsRecent(t *testing.T) {
 		t.Fatalf("ReadsRecent: a %v, b %v, c %v", s.ReadsRecent("a"), s.ReadsRecent("b"), s.ReadsRecent("c"))
 	}
 }
+
+// TestReadsRecentSums: a rule that reads only counts lets the caller skip
+// the sums; a sum, the sums, or a whole window or struct (which holds them)
+// does not.
+func TestReadsRecentSums(t *testing.T) {
+	tests := []struct {
+		when string
+		sums bool
+	}{
+		{"recent.agent.hour.total.count > 3", false},
+		{"recent.agent.hour.total.count > 3 && recent.user.day.denied.count > 1", false},
+		{"details.x == 'recent.sum'", false},
+		{"recent.agent.hour.total.sum > 3", true},
+		{`recent.user.day.approved.sums["EUR"] > 3`, true},
+		{`recent.agent.hour.total.count > 3 || "EUR" in recent.agent.day.total.sums`, true},
+		{"recent.agent.hour == recent.agent.day", true},
+		{"recent.agent.hour.total == recent.agent.day.total", true},
+		{"recent == recent", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.when, func(t *testing.T) {
+			s := mustSet(t, "types:\n  t:\n    - id: r\n      when: '"+strings.ReplaceAll(tt.when, "'", "''")+"'\n      outcome: approve\n    - {id: rest, outcome: allow}\n")
+			if got := s.ReadsRecentSums("t"); got != tt.sums {
+				t.Errorf("ReadsRecentSums = %v, want %v", got, tt.sums)
+			}
+			if s.ReadsRecentSums("other") {
+				t.Error("ReadsRecentSums of a type without rules")
+			}
+		})
+	}
+}

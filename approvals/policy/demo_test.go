@@ -1,9 +1,10 @@
 package policy
 
 import (
+	"errors"
 	"os"
 	"slices"
-	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/countersign/countersign/examples/demo"
@@ -64,8 +65,8 @@ func TestDemoPolicy(t *testing.T) {
 	merge := func(base, checks string) string {
 		return `{"type":"code_merge","repository":"countersign/countersign","base_branch":"` + base + `","pull_request":42,"checks":"` + checks + `"}`
 	}
-	email := func(external int) string {
-		return `{"type":"email_send","recipients":["ops@example.com","ana@partner.test"],"external_domains":` + strconv.Itoa(external) + `,"subject":"Q3 figures"}`
+	email := func(recipients string) string {
+		return `{"type":"email_send","recipients":[` + recipients + `],"subject":"Q3 figures"}`
 	}
 	tests := []struct {
 		name    string
@@ -98,8 +99,8 @@ func TestDemoPolicy(t *testing.T) {
 		{"merge into main", merge("main", "passed"), 0, quorum(2, "maintainers", false), "merge_into_main", "Merges into main need two maintainers"},
 		{"merge into a feature branch", merge("feature/x", "passed"), 0, approve, "merge", "Merges need approval"},
 
-		{"email to an external domain", email(1), 0, approve, "external_recipients", "Mail to external domains needs approval"},
-		{"internal email", email(0), 0, allow, "internal_mail", "Internal mail is allowed"},
+		{"email to an external domain", email(`"ops@example.com","ana@partner.test"`), 0, approve, "external_recipients", "Mail to addresses outside example.com needs approval"},
+		{"internal email", email(`"ops@example.com"`), 0, allow, "internal_mail", "Internal mail is allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,14 +128,18 @@ func TestDemoVelocity(t *testing.T) {
 			t.Fatal(d.Err)
 		}
 		h := history[agent]
-		h.Total.Count++
-		h.Total.Sum += 19.99
+		count := func(t *Tally) {
+			t.Count++
+			if t.Sums == nil {
+				t.Sums = map[string]float64{}
+			}
+			t.Sums["EUR"] += 19.99
+		}
+		count(&h.Total)
 		if d.Outcome.Kind == Allow {
-			h.Allowed.Count++
-			h.Allowed.Sum += 19.99
+			count(&h.Allowed)
 		} else {
-			h.Pending.Count++
-			h.Pending.Sum += 19.99
+			count(&h.Pending)
 		}
 		return d.Outcome.Kind
 	}
@@ -161,7 +166,7 @@ func TestDemoRequest(t *testing.T) {
 	elements := []string{
 		`{"type":"code_merge","repository":"countersign/countersign","base_branch":"main","pull_request":7,"checks":"passed"}`,
 		`{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"12000"},"creditorName":"ACME","creditorAccount":{"iban":"DE89370400440532013000"}}`,
-		`{"type":"email_send","recipients":["a@example.com"],"external_domains":0,"subject":"hi"}`,
+		`{"type":"email_send","recipients":["a@example.com"],"subject":"hi"}`,
 	}
 	var ds []Decision
 	for _, raw := range elements {
@@ -178,13 +183,111 @@ func TestDemoRequest(t *testing.T) {
 }
 
 // wholeRequest is the request-level view of a request of one element, as
-// the caller computes it: request.amount is the element's amount.
+// the caller computes it: request.amounts holds the element's amount.
 func wholeRequest(el rar.Element) Request {
 	r := Request{Elements: 1}
-	if ia, ok := el.Value["instructedAmount"].(map[string]any); ok {
-		if a, ok := ia["amount"].(string); ok {
-			r.Amount, _ = strconv.ParseFloat(a, 64)
-		}
+	if a, ok := el.Amount(); ok {
+		r.Amounts = map[string]float64{a.Currency: a.Float64()}
 	}
 	return r
+}
+
+// TestDemoWalkArounds: admins copy the demo policy, so it must hold against
+// the ways an agent can describe the same action so that a rule misses it:
+// case, alternative spellings of a name, a count the agent claims instead
+// of one the rule derives, and an amount in a currency the thresholds do not
+// speak of. Each case is refused when the request is parsed, or decided as
+// strictly as its plain form.
+func TestDemoWalkArounds(t *testing.T) {
+	s := demoSet(t)
+	types, err := demo.TypeDefinitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := rar.Compile(types)
+	if err != nil {
+		t.Fatal(err)
+	}
+	database := func(op, db string) string {
+		return `{"type":"database_operation","operation":"` + op + `","database":"` + db + `","table":"orders",
+			"estimated_rows":1200,"statement_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`
+	}
+	merge := func(base string) string {
+		return `{"type":"code_merge","repository":"countersign/countersign","base_branch":"` + base + `","pull_request":42,"checks":"passed"}`
+	}
+	email := func(recipients string) string {
+		return `{"type":"email_send","recipients":[` + recipients + `],"subject":"Q3 figures"}`
+	}
+	payment := func(amount, currency string) string {
+		return `{"type":"payment_initiation","instructedAmount":{"currency":"` + currency + `","amount":"` + amount + `"},
+			"creditorName":"ACME","creditorAccount":{"iban":"DE89370400440532013000"}}`
+	}
+	deny := Outcome{Kind: Deny, Reason: "Destructive operations on production are not allowed"}
+	maintainers := quorum(2, "maintainers", false)
+	tests := []struct {
+		name     string
+		elements []string
+		refused  string // the JSON pointer a parse refusal names; "" when the request parses
+		want     Outcome
+		rule     string
+	}{
+		{"DROP on Prod_main", []string{database("DROP", "Prod_main")}, "", deny, "destructive_on_production"},
+		{"TRUNCATE on PRODUCTION", []string{database("TRUNCATE", "PRODUCTION")}, "", deny, "destructive_on_production"},
+		{"drop in lower case", []string{database("drop", "prod_main")}, "/operation", Outcome{}, ""},
+
+		{"merge into Main", []string{merge("Main")}, "", maintainers, "merge_into_main"},
+		{"merge into MAIN", []string{merge("MAIN")}, "", maintainers, "merge_into_main"},
+		{"merge into refs/heads/main", []string{merge("refs/heads/main")}, "", maintainers, "merge_into_main"},
+		{"merge into refs/heads/Main", []string{merge("refs/heads/Main")}, "", maintainers, "merge_into_main"},
+		{"merge into heads/main", []string{merge("heads/main")}, "", maintainers, "merge_into_main"},
+		{"merge into refs/heads//main", []string{merge("refs/heads//main")}, "/base_branch", Outcome{}, ""},
+		{"merge into /main", []string{merge("/main")}, "/base_branch", Outcome{}, ""},
+		{"merge into main/", []string{merge("main/")}, "/base_branch", Outcome{}, ""},
+		{"merge into a branch named like main", []string{merge("main-backup")}, "", approve, "merge"},
+
+		{"mail to an outside address", []string{email(`"ops@example.com","ceo@evil.example"`)}, "", approve, "external_recipients"},
+		{"mail claiming no external domains", []string{`{"type":"email_send","recipients":["ceo@evil.example"],"external_domains":0,"subject":"hi"}`},
+			"/external_domains", Outcome{}, ""},
+		{"mail to a subdomain", []string{email(`"ops@mail.example.com"`)}, "", approve, "external_recipients"},
+		{"mail to a look-alike domain", []string{email(`"ops@example.com.evil.example"`)}, "", approve, "external_recipients"},
+		{"mail to an internal address in capitals errs strict", []string{email(`"OPS@EXAMPLE.COM"`)}, "", approve, "external_recipients"},
+
+		{"KWD 9,999.999", []string{payment("9999.999", "KWD")}, "", stepUp, "unlisted_currency"},
+		{"JPY 1,000,000", []string{payment("1000000", "JPY")}, "", stepUp, "unlisted_currency"},
+		{"a small KWD payment", []string{payment("10.000", "KWD")}, "", stepUp, "unlisted_currency"},
+		{"EUR and USD together", []string{payment("60.00", "EUR"), payment("60.00", "USD")}, "", stepUp, "several_currencies"},
+		{"EUR split across elements", []string{payment("6000", "EUR"), payment("6000", "EUR")}, "", stepUp, "large_payment"},
+		{"USD over 10,000", []string{payment("10000.01", "USD")}, "", stepUp, "large_payment"},
+		{"small GBP payment", []string{payment("50.00", "GBP")}, "", approve, "payment"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := reg.Parse([]byte("[" + strings.Join(tt.elements, ",") + "]"))
+			if tt.refused != "" {
+				var fe *rar.FieldError
+				if !errors.As(err, &fe) || fe.Path != tt.refused {
+					t.Fatalf("Parse: %v, want a refusal naming %s", err, tt.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			req := Request{Elements: int64(len(d.Elements)), Amounts: map[string]float64{}}
+			for _, a := range d.Totals() {
+				req.Amounts[a.Currency] = a.Float64()
+			}
+			var ds []Decision
+			for _, el := range d.Elements {
+				ds = append(ds, s.Evaluate(el.Type, Input{Details: el.Value, Request: req}))
+			}
+			got := ds[0]
+			if got.Outcome != tt.want || got.RuleID != tt.rule || got.Err != nil {
+				t.Errorf("got %+v, want %v by %s", got, tt.want, tt.rule)
+			}
+			if r := Combine(ds, nil); r.Kind == Allow && tt.want.Kind != Allow {
+				t.Errorf("the request is allowed: %+v", r)
+			}
+		})
+	}
 }

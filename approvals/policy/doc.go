@@ -16,10 +16,10 @@
 //
 //	types:
 //	  payment_initiation:
-//	    - id: large_payment                              # letters, digits, _ . -; unique per type
-//	      when: amount(details.instructedAmount) > 10000 # CEL, must be bool
+//	    - id: large_payment                          # letters, digits, _ . -; unique per type
+//	      when: request.currency != "EUR" || request.amount > 10000   # CEL, must be bool
 //	      outcome: step_up
-//	      reason: Payments over 10,000 need a passkey    # shown to the user and in the audit trail
+//	      reason: Payments not in EUR or over 10,000 EUR need a passkey  # shown to the user and in the audit trail
 //	    - id: payment
 //	      when: "true"
 //	      outcome: approve
@@ -98,10 +98,23 @@
 //	request.requested_expiry   int, seconds; 0 when absent
 //	request.hour               int, 0–23, in the server's time zone
 //	request.weekday            int, 0 (Sunday) – 6 (Saturday), in the server's time zone
-//	request.amount             double, the sum of amount(details.instructedAmount) over all
-//	                           the request's elements (0 for those without one), so that a
-//	                           payment split across elements is seen whole
+//	request.amounts            map(string, double): for each currency, the sum of the amounts
+//	                           of the request's elements in it (the member each type declares
+//	                           as its amount, rar.Type.Amount), added exactly, in major units,
+//	                           so that a payment split across elements is seen whole; a
+//	                           currency the request has no amount in is absent
+//	request.amount             double, the one currency's sum while the request has amounts in
+//	                           at most one currency (0 when it has none)
+//	request.currency           string, that currency ("" when there is none)
 //	request.elements           int, how many elements the request has
+//
+// Amounts of different currencies are never added (SPEC §4): while a
+// request has amounts in several currencies, reading request.amount or
+// request.currency is an evaluation error, so the rule fails closed. Rules
+// that compare amounts say which currency they mean —
+// request.currency == "EUR" && request.amount <= 100, or
+// "EUR" in request.amounts && request.amounts["EUR"] > 10000 — and reading
+// request.amounts["JPY"] for a request without JPY is an error too.
 //
 // recent is the velocity of earlier requests of the same request type as the
 // element, made by this agent (for any user) or for this user (by any agent),
@@ -118,12 +131,15 @@
 //	           pending   still waiting for a human
 //	  measure: count     int: requests with at least one element of this type,
 //	                     each counted once however many such elements it has
-//	           sum       double: the sum of amount(details.instructedAmount) over
-//	                     those requests' elements (of any type), in major units,
-//	                     whatever the currency; elements without instructedAmount
-//	                     add 0
+//	           sums      map(string, double): per currency, the sum of those
+//	                     requests' request.amounts, added exactly, in major
+//	                     units; currencies none of them had are absent
+//	           sum       double: the one currency's sum while sums has at most
+//	                     one currency (0 when it has none); an evaluation error
+//	                     when it has several
 //
-// e.g. recent.agent.hour.total.count >= 10 or recent.user.day.approved.sum > 50000.
+// e.g. recent.agent.hour.total.count >= 10 or
+// "EUR" in recent.user.day.approved.sums && recent.user.day.approved.sums["EUR"] > 50000.
 // The paths are checked at compile time. Recent requests exclude the request
 // being decided, so "more than 10 payments in the last hour" is
 // recent.agent.hour.total.count >= 10.
@@ -134,13 +150,18 @@
 // lowerAscii, upperAscii, replace, split, trim, indexOf, substring, join,
 // format and the others) and:
 //
-//	amount(map) double     the "amount" of an RFC 9396 amount object, e.g.
-//	                       amount(details.instructedAmount); "10000.50" is 10000.5
+//	amount(map) double     the "amount" of an RFC 9396 amount object in its "currency",
+//	                       e.g. amount(details.instructedAmount); "10000.50" is 10000.5
 //	amount(string) double  the same for a bare decimal string
 //	currency(map) string   the "currency" of an amount object, e.g. "EUR"
 //
-// amount accepts only decimal strings (digits with an optional fraction); a
-// sign, an exponent, a JSON number or a missing field is an evaluation error.
+// amount reads with the parser that validated the request
+// (rar.ParseAmount): decimal strings only, digits with an optional
+// fraction, no more decimals than the currency has; a sign, an exponent,
+// NaN, a JSON number, an unknown currency or a missing field is an
+// evaluation error. A type's declared amount and its money fields are
+// checked the same way when the request arrives, so such a request is
+// refused with invalid_authorization_details before any rule runs.
 //
 // # Performance
 //

@@ -3,7 +3,6 @@ package policy
 import (
 	"encoding/json"
 	"reflect"
-	"strconv"
 	"sync"
 
 	"cel.dev/cel-go/cel"
@@ -11,6 +10,8 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
 	"cel.dev/cel-go/ext"
+
+	"github.com/countersign/countersign/rar"
 )
 
 // newEnv builds the CEL environment every rule is compiled in. Building it
@@ -55,11 +56,12 @@ var newEnv = sync.OnceValues(func() (*cel.Env, error) {
 	return cel.NewEnv(append(opts, leafVariables()...)...)
 })
 
-// amountOf implements amount(): the RFC 9396 amount object's "amount", or a
-// bare string, as a double in major units. Only plain decimal strings are
-// accepted ("10000.50", "0.5", "12"); a sign, an exponent, a number instead
-// of a string, NaN or a missing field is an evaluation error, which makes the
-// rule fail closed.
+// amountOf implements amount(): an amount object's "amount" in its
+// "currency", or a bare decimal string, as a double in major units. Both are
+// read by rar's parser, the one that validated the request (rar.ParseAmount,
+// rar.ParseDecimal): a sign, an exponent, a number instead of a string, NaN,
+// a currency that is not ISO 4217, more decimals than it has or a missing
+// field is an evaluation error, which makes the rule fail closed.
 func amountOf(v ref.Val) ref.Val {
 	if o, ok := v.(*object); ok {
 		if o.amount == nil {
@@ -70,54 +72,50 @@ func amountOf(v ref.Val) ref.Val {
 	if m, ok := v.(traits.Mapper); ok {
 		return amountOfMap(m)
 	}
-	return amountOfString(v)
-}
-
-// amountOfMap reads the amount object's "amount".
-func amountOfMap(m traits.Mapper) ref.Val {
-	f, found := m.Find(types.String("amount"))
-	if !found {
-		return types.NewErr("amount: no field \"amount\"")
-	}
-	if types.IsError(f) {
-		return f
-	}
-	return amountOfString(f)
-}
-
-// amountOfString reads a decimal string.
-func amountOfString(v ref.Val) ref.Val {
 	s, ok := v.(types.String)
 	if !ok {
 		return types.NewErr("amount: want a decimal string, got %s", v.Type().TypeName())
 	}
-	f, ok := parseDecimal(string(s))
-	if !ok {
+	f, err := rar.ParseDecimal(string(s))
+	if err != nil {
 		// The value stays out of the message: errors are logged, and
 		// authorization_details are not.
-		return types.NewErr("amount: not a decimal string")
+		return types.NewErr("amount: %v", err)
 	}
 	return types.Double(f)
 }
 
-// parseDecimal reads digits with an optional fraction, nothing else.
-func parseDecimal(s string) (float64, bool) {
-	digits, dot := 0, false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			digits++
-		case c == '.' && !dot && digits > 0 && i < len(s)-1:
-			dot = true
-		default:
-			return 0, false
-		}
+// amountOfMap reads an amount object.
+func amountOfMap(m traits.Mapper) ref.Val {
+	amount, err := stringField(m, types.String("amount"))
+	if err != nil {
+		return err
 	}
-	if digits == 0 {
-		return 0, false
+	currency, err := stringField(m, types.String("currency"))
+	if err != nil {
+		return err
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	return f, err == nil
+	a, perr := rar.ParseAmount(string(amount), string(currency))
+	if perr != nil {
+		return types.NewErr("amount: %v", perr)
+	}
+	return types.Double(a.Float64())
+}
+
+// stringField reads the string member key of an amount object.
+func stringField(m traits.Mapper, key ref.Val) (types.String, ref.Val) {
+	f, found := m.Find(key)
+	if !found {
+		return "", types.NewErr("amount: no field %q", key.Value())
+	}
+	if types.IsError(f) {
+		return "", f
+	}
+	s, ok := f.(types.String)
+	if !ok {
+		return "", types.NewErr("amount: %s: want a string, got %s", key.Value(), f.Type().TypeName())
+	}
+	return s, nil
 }
 
 // currencyOf implements currency(): the amount object's "currency" string.

@@ -47,6 +47,18 @@ func (s *Set) ReadsRecent(types ...string) bool {
 	return false
 }
 
+// ReadsRecentSums reports whether any rule of the given types may read
+// recent's sums (sum, sums or a whole window), so the caller can skip
+// summing amounts when the rules read only counts.
+func (s *Set) ReadsRecentSums(types ...string) bool {
+	for _, t := range types {
+		if tr := s.types[t]; tr != nil && tr.readsSums {
+			return true
+		}
+	}
+	return false
+}
+
 // Evaluate decides one element of request type typ: the first rule whose
 // condition holds wins, and no match (or a type without rules) is a deny
 // with [ReasonNoMatch]. A condition that fails at evaluation time (a missing

@@ -279,8 +279,8 @@ func TestEvaluateVariables(t *testing.T) {
 		User:    User{ID: "usr_1", Roles: []string{"finance"}, Groups: []string{"maintainers", "sre"}},
 		Request: Request{BindingMessage: "PAY-1", ACRValues: []string{ACRStepUp}, RequestedExpiry: 120, Hour: 23, Weekday: 6},
 		Recent: Recent{
-			Agent: Windows{Hour: Counts{Total: Tally{Count: 10, Sum: 1000}, Allowed: Tally{Count: 7}, Pending: Tally{Count: 1}}},
-			User:  Windows{Day: Counts{Approved: Tally{Count: 2, Sum: 50.25}, Denied: Tally{Count: 3}}},
+			Agent: Windows{Hour: Counts{Total: Tally{Count: 10, Sums: map[string]float64{"EUR": 1000}}, Allowed: Tally{Count: 7}, Pending: Tally{Count: 1}}},
+			User:  Windows{Day: Counts{Approved: Tally{Count: 2, Sums: map[string]float64{"USD": 50.25}}, Denied: Tally{Count: 3}}},
 		},
 	}
 	conds := []string{
@@ -296,6 +296,7 @@ func TestEvaluateVariables(t *testing.T) {
 		`recent.agent.hour.total.count == 10 && recent.agent.hour.total.sum == 1000.0`,
 		`recent.agent.hour.allowed.count == 7 && recent.agent.hour.pending.count == 1 && recent.agent.day.total.count == 0`,
 		`recent.user.day.approved.count == 2 && recent.user.day.approved.sum == 50.25 && recent.user.day.denied.count == 3`,
+		`recent.agent.hour.total.sums == {"EUR": 1000.0} && recent.user.day.approved.sums["USD"] == 50.25 && !("EUR" in recent.user.day.approved.sums)`,
 		`request.binding_message.lowerAscii() == "pay-1"`,
 		// The element's objects: remembered members and amounts, nested
 		// objects in lists, and the map operations rules rarely use.
@@ -324,6 +325,9 @@ func TestEvaluateVariables(t *testing.T) {
 	}
 }
 
+// TestAmount: amount() reads amounts with rar's parser, the one that
+// validated the request; anything else is an evaluation error, which fails
+// closed, never a number read some other way.
 func TestAmount(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -344,12 +348,29 @@ func TestAmount(t *testing.T) {
 		{"NaN", 0, false},
 		{"Inf", 0, false},
 		{"1 000", 0, false},
+		{"1_000", 0, false},
+		{"12abc", 0, false},
 	}
+	s := mustSet(t, `
+types:
+  bare:
+    - {id: r, when: 'amount(details.s) == details.want', outcome: allow}
+    - {id: rest, outcome: approve}
+  object:
+    - {id: r, when: 'amount(details.o) == details.want', outcome: allow}
+    - {id: rest, outcome: approve}
+`)
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, ok := parseDecimal(tt.in)
-			if ok != tt.ok || got != tt.want {
-				t.Errorf("parseDecimal(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+			in := Input{Details: map[string]any{"s": tt.in, "o": map[string]any{"amount": tt.in, "currency": "CLF"}, "want": tt.want}}
+			for _, typ := range []string{"bare", "object"} {
+				d := s.Evaluate(typ, in)
+				if tt.ok && (d.RuleID != "r" || d.Err != nil) {
+					t.Errorf("%s: amount(%q) != %v: %+v", typ, tt.in, tt.want, d)
+				}
+				if !tt.ok && (d.Err == nil || d.Outcome.Kind != Approve) {
+					t.Errorf("%s: amount(%q) is not an evaluation error: %+v", typ, tt.in, d)
+				}
 			}
 		})
 	}

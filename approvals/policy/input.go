@@ -39,11 +39,14 @@ type Request struct {
 	RequestedExpiry int64    `cel:"requested_expiry"` // seconds; 0 when the client sent none
 	Hour            int64    `cel:"hour"`
 	Weekday         int64    `cel:"weekday"`
-	// Amount is the sum of amount(details.instructedAmount) over all the
-	// request's elements, and Elements their number: rules can see a payment
-	// split across elements as the whole it is.
-	Amount   float64 `cel:"amount"`
-	Elements int64   `cel:"elements"`
+	// Amounts is what the whole request moves: for each currency, the sum
+	// of the amounts of its elements in that currency (rar.Details.Totals,
+	// exact, then in major units), and Elements the number of elements, so
+	// that rules see a payment split across elements as the whole it is.
+	// Amounts of different currencies are never added: request.amount and
+	// request.currency are defined only while there is at most one.
+	Amounts  map[string]float64 `cel:"amounts"`
+	Elements int64              `cel:"elements"`
 }
 
 // Recent is the velocity of earlier requests of the element's request type:
@@ -73,10 +76,11 @@ type Counts struct {
 }
 
 // Tally is how many requests had an element of the type (each request
-// counted once) and the sum of those elements' amounts
-// (amount(details.instructedAmount) in major units, whatever the currency;
-// 0 for elements without instructedAmount).
+// counted once) and, per currency, the sum of those requests' amounts
+// (Request.Amounts) in major units. A currency none of them had is absent
+// from Sums. sum, defined only while Sums has at most one currency, is that
+// currency's sum.
 type Tally struct {
-	Count int64   `cel:"count"`
-	Sum   float64 `cel:"sum"`
+	Count int64              `cel:"count"`
+	Sums  map[string]float64 `cel:"sums"`
 }

@@ -6,6 +6,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
 )
 
 // The variables agent, user, request and recent are native structs, and a
@@ -35,9 +36,23 @@ func leafVariables() []cel.EnvOption {
 	return opts
 }
 
-// leaves maps the path of every non-struct field under t to its CEL type.
+// derived are leaves computed from a struct rather than read from one of its
+// fields: defined only while the amounts are in at most one currency, and an
+// evaluation error otherwise (see oneCurrency). They are variables but not
+// fields, so a rule cannot reach around that error through the struct (as
+// [request][0].amount would).
+var derived = map[reflect.Type]map[string]*cel.Type{
+	reflect.TypeFor[Request](): {"amount": cel.DoubleType, "currency": cel.StringType},
+	reflect.TypeFor[Tally]():   {"sum": cel.DoubleType},
+}
+
+// leaves maps the path of every non-struct field under t, and of its derived
+// leaves, to its CEL type.
 func leaves(prefix string, t reflect.Type) map[string]*cel.Type {
 	out := map[string]*cel.Type{}
+	for name, typ := range derived[t] {
+		out[prefix+"."+name] = typ
+	}
 	for f := range t.Fields() {
 		tag := f.Tag.Get("cel")
 		if tag == "" {
@@ -59,6 +74,8 @@ func leaves(prefix string, t reflect.Type) map[string]*cel.Type {
 			out[path] = cel.ListType(cel.StringType)
 		case ft == reflect.TypeFor[map[string]string]():
 			out[path] = cel.MapType(cel.StringType, cel.StringType)
+		case ft == reflect.TypeFor[map[string]float64]():
+			out[path] = cel.MapType(cel.StringType, cel.DoubleType)
 		default:
 			panic("policy: no CEL type for field " + path)
 		}
@@ -109,19 +126,44 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return types.Int(a.in.Request.Hour), true
 	case "request.weekday":
 		return types.Int(a.in.Request.Weekday), true
+	case "request.amounts":
+		return a.in.Request.Amounts, true
 	case "request.amount":
-		return types.Double(a.in.Request.Amount), true
+		return oneCurrency(name, a.in.Request.Amounts, false), true
+	case "request.currency":
+		return oneCurrency(name, a.in.Request.Amounts, true), true
 	case "request.elements":
 		return types.Int(a.in.Request.Elements), true
 	}
 	if path, ok := strings.CutPrefix(name, "recent."); ok {
-		return a.in.Recent.resolve(path)
+		return a.in.Recent.resolve(name, path)
 	}
 	return nil, false
 }
 
-// resolve reads the leaf at path ("agent.hour.total.count").
-func (r *Recent) resolve(path string) (any, bool) {
+// oneCurrency is the sum of the amounts (the currency, with currency set)
+// when they are in one currency, 0 ("") when there are none, and an
+// evaluation error, which fails closed, when they are in several: SPEC §4,
+// amounts of different currencies are never added.
+func oneCurrency(name string, sums map[string]float64, currency bool) ref.Val {
+	if len(sums) > 1 {
+		return types.NewErr("%s is not defined: the amounts are in %d currencies, which are never added", name, len(sums))
+	}
+	for c, v := range sums {
+		if currency {
+			return types.String(c)
+		}
+		return types.Double(v)
+	}
+	if currency {
+		return types.String("")
+	}
+	return types.Double(0)
+}
+
+// resolve reads the leaf at path ("agent.hour.total.count") of the variable
+// name ("recent.agent.hour.total.count").
+func (r *Recent) resolve(name, path string) (any, bool) {
 	who, path, _ := strings.Cut(path, ".")
 	var w *Windows
 	switch who {
@@ -161,8 +203,10 @@ func (r *Recent) resolve(path string) (any, bool) {
 	switch field {
 	case "count":
 		return types.Int(t.Count), true
+	case "sums":
+		return t.Sums, true
 	case "sum":
-		return types.Double(t.Sum), true
+		return oneCurrency(name, t.Sums, false), true
 	}
 	return nil, false
 }
