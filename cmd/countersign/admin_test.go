@@ -159,7 +159,7 @@ func TestPolicyCLI(t *testing.T) {
 
 	details := dir + "/sample.json"
 	writeFile(t, details, `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"7500.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}},
-	{"type":"database_operation","operation":"SELECT","database":"prod","table":"t","estimated_rows":1,"statement_sha256":"` + strings.Repeat("ab", 32) + `"}]`)
+	{"type":"database_operation","operation":"SELECT","database":"prod","table":"t","estimated_rows":1,"statement_sha256":"`+strings.Repeat("ab", 32)+`"}]`)
 	dry := cli(t, url, "policy", "dry-run", "-f", changed, "--details", details)
 	for _, want := range []string{"step_up  large_payment", "allow    read_only", "request", "Payments over 10,000 need a passkey"} {
 		if !strings.Contains(dry, want) {
