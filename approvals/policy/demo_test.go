@@ -30,9 +30,8 @@ func demoSet(t *testing.T) *Set {
 	return s
 }
 
-// demoElement validates one authorization_details element against the demo
-// types, exactly as a request would be, and returns it decoded.
-func demoElement(t *testing.T, raw string) rar.Element {
+// demoRegistry compiles the demo types.
+func demoRegistry(t *testing.T) *rar.Registry {
 	t.Helper()
 	types, err := demo.TypeDefinitions()
 	if err != nil {
@@ -42,7 +41,14 @@ func demoElement(t *testing.T, raw string) rar.Element {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := reg.Parse([]byte("[" + raw + "]"))
+	return reg
+}
+
+// demoElement validates one authorization_details element against the demo
+// types, exactly as a request would be, and returns it decoded.
+func demoElement(t *testing.T, raw string) rar.Element {
+	t.Helper()
+	d, err := demoRegistry(t).Parse([]byte("[" + raw + "]"))
 	if err != nil {
 		t.Fatalf("sample element is invalid: %v", err)
 	}
@@ -199,15 +205,7 @@ func wholeRequest(el rar.Element) Request {
 // speak of. Each case is refused when the request is parsed, or decided as
 // strictly as its plain form.
 func TestDemoWalkArounds(t *testing.T) {
-	s := demoSet(t)
-	types, err := demo.TypeDefinitions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := rar.Compile(types)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, reg := demoSet(t), demoRegistry(t)
 	database := func(op, db string) string {
 		return `{"type":"database_operation","operation":"` + op + `","database":"` + db + `","table":"orders",
 			"estimated_rows":1200,"statement_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`

@@ -134,7 +134,7 @@ func TestPolicyCLI(t *testing.T) {
 	url := pgtest.NewConfig(t).URL()
 	cli(t, url, "types", "apply", "-f", "examples/demo/types")
 	first := cli(t, url, "policy", "apply", "-f", "examples/demo/policy.yaml")
-	if !strings.Contains(first, "published version 1") || !strings.Contains(first, "+ payment_initiation: 4 rules") {
+	if !strings.Contains(first, "published version 1") || !strings.Contains(first, "+ payment_initiation: 6 rules") {
 		t.Fatalf("first apply:\n%s", first)
 	}
 	if again := cli(t, url, "policy", "apply", "-f", "examples/demo/policy.yaml"); !strings.Contains(again, "no change: version 1 is live") {
@@ -162,9 +162,9 @@ func TestPolicyCLI(t *testing.T) {
 
 	details := dir + "/sample.json"
 	writeFile(t, details, `[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"7500.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}},
-	{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"50.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`)
+	{"type":"database_operation","operation":"SELECT","database":"prod","table":"t","estimated_rows":1,"statement_sha256":"`+strings.Repeat("ab", 32)+`"}]`)
 	dry := cli(t, url, "policy", "dry-run", "-f", changed, "--details", details)
-	for _, want := range []string{"step_up  large_payment", "approve  payment", "request", "Payments over 10,000 need a passkey"} {
+	for _, want := range []string{"step_up  large_payment", "allow    read_only", "request", "Payments over 10,000 need a passkey"} {
 		if !strings.Contains(dry, want) {
 			t.Errorf("dry-run lacks %q:\n%s", want, dry)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io/fs"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -115,8 +116,14 @@ func TestConcurrentMigrate(t *testing.T) {
 	if err := db.Select(&rows, `SELECT version_id, count(*) AS n FROM goose_db_version WHERE version_id > 0 GROUP BY version_id ORDER BY version_id`); err != nil {
 		t.Fatal(err)
 	}
-	if int64(len(rows)) != migrations.Latest() {
-		t.Fatalf("%d versions recorded, want %d", len(rows), migrations.Latest())
+	// Every embedded migration, counted by file: version numbers may have
+	// gaps (numbers reserved for changes not merged yet).
+	embedded, err := fs.Glob(migrations.FS(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(embedded) || rows[len(rows)-1].Version != migrations.Latest() {
+		t.Fatalf("%d versions recorded up to %d, want %d up to %d", len(rows), rows[len(rows)-1].Version, len(embedded), migrations.Latest())
 	}
 	for _, r := range rows {
 		if r.N != 1 {
