@@ -211,21 +211,28 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	// of the same agent or user are admitted one at a time.
 	serial := set != nil && set.ReadsRecent(a.types...)
 	var stored Request
-	err = s.store.admit(ctx, serial, agent.ID, a.user.ID, func(t *Tx) error {
+	decide := func(q sqlx.QueryerContext) error {
 		if set == nil {
 			// Deny by default: with no published thresholds nothing is allowed.
 			req.State, req.Outcome, req.PolicyReason = StateDenied, policy.Deny.String(), "no risk policy is published"
 			req.DecisionReason = req.PolicyReason
 		} else {
-			need, err := s.evaluate(ctx, t, set, a, s.now())
+			need, err := s.evaluate(ctx, q, set, a, s.now())
 			if err != nil {
 				return err
 			}
 			applyRequirement(&req, need, version)
 		}
-		stored, err = insertRequest(ctx, t, req, a.lifetime)
+		stored, err = insertRequest(ctx, q, req, a.lifetime)
 		return err
-	})
+	}
+	if serial {
+		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error { return decide(t) })
+	} else {
+		// Nothing to read first: the insert is the whole change, one
+		// statement on the pool.
+		err = decide(s.store.db)
+	}
 	if errors.Is(err, ErrSuspended) {
 		return Created{}, refuse(CodeAccessDenied, "the client or the user is suspended")
 	}

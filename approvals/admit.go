@@ -10,15 +10,13 @@ import (
 // replicas, always agent first so that two admissions cannot deadlock.
 const admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))`
 
-// admit runs fn as one change (see Tx). With serial set — a rule reads the
-// velocity of earlier requests — requests of the same agent or user are
-// admitted one at a time: in this process they wait for each other before
-// they take a connection (so a burst from one agent never fills the pool
-// with waiters), and across replicas on advisory locks held to commit.
-func (s *Store) admit(ctx context.Context, serial bool, agentID, userID string, fn func(*Tx) error) error {
-	if !serial {
-		return s.change(ctx, fn)
-	}
+// admit runs fn as one change (see Tx) for an admission whose rules read
+// the velocity of earlier requests: requests of the same agent or user are
+// then admitted one at a time, so parallel requests cannot all slip under a
+// velocity limit. In this process they wait for each other before they take
+// a connection (so a burst from one agent never fills the pool with
+// waiters), and across replicas on advisory locks held to commit.
+func (s *Store) admit(ctx context.Context, agentID, userID string, fn func(*Tx) error) error {
 	agentKey, userKey := "velocity agent:"+agentID, "velocity user:"+userID
 	unlockAgent, err := s.locks.lock(ctx, agentKey)
 	if err != nil {

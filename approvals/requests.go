@@ -107,60 +107,72 @@ const requestColumns = `id, agent_id, user_id, state, scope, details_canonical, 
 
 // insertRequestSQL stores a new request in the state the policy gave it:
 // pending, approved at once by a rule, or denied at once (kept for velocity
-// counts and the audit trail). The client_notification_token, which has to
-// be sent back in clear, is kept only while the request is pending; for one
-// approved at once it goes straight into the outbox.
+// counts and the audit trail). It is the hot path of every admission, so
+// the change's events and, for a ping agent's request approved at once, its
+// ping are written by the same statement (one round trip, one commit). The
+// client_notification_token, which has to be sent back in clear, is kept
+// only while the request is pending; for one approved at once it goes
+// straight into the outbox.
 const insertRequestSQL = `
-INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, details_hash,
-	types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
-	created_at, expires_at, poll_interval,
-	decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amounts,
-	step_up, user_required)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-	CASE WHEN $4 = 'pending' THEN $14::text END, now(), now() + make_interval(secs => $15), $16,
-	CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27
--- The registrations may come from a cache: a suspended agent or user is
--- refused here, by the database.
-WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2 AND status = 'active')
-	AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND status = 'active')
-RETURNING ` + requestColumns
+WITH r AS (
+	INSERT INTO requests (id, agent_id, user_id, state, scope, details_canonical, details_hash,
+		types, type_versions, binding_message, acr_values, resources, audience, client_notification_token,
+		created_at, expires_at, poll_interval,
+		decided_at, decision_reason, acr, amr, outcome, policy_version, policy_rule, policy_reason, quorum, amounts,
+		step_up, user_required)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+		CASE WHEN $4 = 'pending' THEN $14::text END, now(), now() + make_interval(secs => $15), $16,
+		CASE WHEN $4 = 'pending' THEN NULL ELSE now() END, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27
+	-- The registrations may come from a cache: a suspended agent or user is
+	-- refused here, by the database.
+	WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2 AND status = 'active')
+		AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND status = 'active')
+	RETURNING ` + requestColumns + `
+), ev AS (
+	-- request.created, and request.approved or request.denied when a rule
+	-- decided at once ($28 names it).
+	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)
+	SELECT e.kind, e.actor, r.id, r.agent_id, r.user_id, e.body
+	FROM r CROSS JOIN LATERAL (VALUES
+		('` + KindRequestCreated + `', 'agent:' || r.agent_id, jsonb_build_object(
+			'outcome', r.outcome, 'policy_version', coalesce(r.policy_version, 0), 'rule', r.policy_rule,
+			'reason', r.policy_reason, 'details_hash', r.details_hash, 'types', r.types, 'type_versions', r.type_versions,
+			'step_up', r.step_up, 'user_required', r.user_required, 'quorum', r.quorum, 'audience', r.audience,
+			'expires_at', r.expires_at)),
+		(CASE r.state WHEN 'approved' THEN '` + KindRequestApproved + `' WHEN 'denied' THEN '` + KindRequestDenied + `' END,
+			$28::text,
+			CASE r.state WHEN 'approved' THEN jsonb_build_object('acr', r.acr, 'amr', r.amr)
+				ELSE jsonb_build_object('reason', r.decision_reason) END)
+	) AS e(kind, actor, body)
+	WHERE e.kind IS NOT NULL
+), ping AS (
+	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
+	SELECT 'ping', r.id, a.notify_url, $14::text, r.expires_at
+	FROM r JOIN agents a ON a.id = r.agent_id
+	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND $14::text IS NOT NULL
+)
+SELECT ` + requestColumns + ` FROM r`
 
 // insertRequest stores new request r (state pending, approved or denied, as
 // r.State says) that expires lifetime from now (the database's clock), with
-// its events: created, and approved or denied when a rule decided at once.
-func insertRequest(ctx context.Context, t *Tx, r Request, lifetime time.Duration) (Request, error) {
+// its events, through q: the pool (then it is a change of its own) or an
+// admission's transaction.
+func insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration) (Request, error) {
+	rule := ActorServer
+	if r.PolicyVersion != nil {
+		rule = ActorRule(*r.PolicyVersion, r.PolicyRule)
+	}
 	var out Request
-	err := t.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope,
+	err := q.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope,
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
-		r.Quorum, r.Amounts, r.StepUp, r.UserRequired).StructScan(&out)
+		r.Quorum, r.Amounts, r.StepUp, r.UserRequired, rule).StructScan(&out)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", ErrSuspended)
 	}
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
-	}
-	version := 0
-	if out.PolicyVersion != nil {
-		version = *out.PolicyVersion
-	}
-	t.record(newEvent(KindRequestCreated, ActorAgent(out.AgentID), out, map[string]any{
-		"outcome": out.Outcome, "policy_version": version, "rule": out.PolicyRule, "reason": out.PolicyReason,
-		"details_hash": out.DetailsHash, "types": out.Types, "type_versions": out.TypeVersions,
-		"step_up": out.StepUp, "user_required": out.UserRequired, "quorum": nonNilSlice(out.Quorum),
-		"audience": out.Audience, "expires_at": out.ExpiresAt,
-	}))
-	rule := ActorServer
-	if out.PolicyVersion != nil {
-		rule = ActorRule(version, out.PolicyRule)
-	}
-	switch out.State {
-	case StateApproved:
-		t.record(newEvent(KindRequestApproved, rule, out, map[string]any{"acr": out.ACR, "amr": out.AMR}))
-		t.ping(out, r.ClientNotificationToken)
-	case StateDenied:
-		t.record(newEvent(KindRequestDenied, rule, out, map[string]any{"reason": out.DecisionReason}))
 	}
 	return out, nil
 }
@@ -221,76 +233,75 @@ var errGuard = errors.New("approvals: refused by a guard")
 // Poll is what one token-endpoint poll found.
 type Poll struct {
 	Request Request
+	// Issued is set when the poll collected the token: the request was
+	// approved and is now token_issued, with the jti, issue and expiry
+	// times of the token to hand out.
+	Issued bool
 	// TooSoon is set when the client polled again sooner than the interval
 	// after its previous poll (CIBA §7.3 / RFC 8628 §3.5: slow_down); the
 	// interval has then grown by 5 seconds for this and all later polls.
 	TooSoon bool
 	Now     time.Time
+	// UserEmail is the user's email when the token was collected (for the
+	// ID token's email claim).
+	UserEmail string
 }
 
+// pollSQL records a poll and, when the request is approved, collects its
+// token in the same guarded statement: one round trip and one commit for the
+// token endpoint's hot path. Poll timing is read and updated under the row
+// lock, so concurrent polls see each other and only one collects. A token is
+// collected only while the request lives for another second (a token must
+// not be born expired) and its agent and user are active: the database
+// refuses what a cached registration would allow. Times are the database's,
+// whole seconds, as in the token.
 const pollSQL = `
 WITH prev AS (
-	SELECT id AS prev_id,
-		(last_polled_at IS NOT NULL AND now() < last_polled_at + make_interval(secs => poll_interval)) AS prev_too_soon
-	FROM requests WHERE id = $1 AND agent_id = $2
-	FOR UPDATE
+	SELECT r.id AS prev_id,
+		(r.last_polled_at IS NOT NULL AND now() < r.last_polled_at + make_interval(secs => r.poll_interval)) AS prev_too_soon,
+		(r.state = 'approved' AND date_trunc('second', r.expires_at) > date_trunc('second', now())
+			AND EXISTS (SELECT 1 FROM agents a WHERE a.id = r.agent_id AND a.status = 'active')
+			AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.status = 'active')) AS collect
+	FROM requests r WHERE r.id = $1 AND r.agent_id = $2
+	FOR UPDATE OF r
+), polled AS (
+	UPDATE requests
+	SET last_polled_at = now(),
+		poll_interval = CASE WHEN prev_too_soon AND state = 'pending' THEN poll_interval + 5 ELSE poll_interval END,
+		state = CASE WHEN collect THEN 'token_issued' ELSE state END,
+		token_jti = CASE WHEN collect THEN $3 ELSE token_jti END,
+		token_issued_at = CASE WHEN collect THEN date_trunc('second', now()) ELSE token_issued_at END,
+		token_expires_at = CASE WHEN collect
+			THEN least(date_trunc('second', now()) + make_interval(secs => $4), date_trunc('second', expires_at))
+			ELSE token_expires_at END
+	FROM prev
+	WHERE id = prev_id
+	RETURNING collect AS issued, prev_too_soon AND state = 'pending' AS too_soon, now() AS now,
+		CASE WHEN collect THEN (SELECT email FROM users u WHERE u.id = user_id) ELSE '' END AS user_email, ` + requestColumns + `
+), ev AS (
+	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)
+	SELECT '` + KindTokenIssued + `', 'agent:' || agent_id, id, agent_id, user_id, jsonb_build_object(
+		'jti', token_jti, 'issued_at', token_issued_at, 'expires_at', token_expires_at,
+		'acr', acr, 'amr', amr, 'audience', audience)
+	FROM polled WHERE issued
 )
-UPDATE requests
-SET last_polled_at = now(),
-	poll_interval = CASE WHEN prev_too_soon AND state = 'pending' THEN poll_interval + 5 ELSE poll_interval END
-FROM prev
-WHERE id = prev_id
-RETURNING prev_too_soon AND state = 'pending' AS too_soon, now() AS now, ` + requestColumns
+SELECT * FROM polled`
 
-// Poll records a token-endpoint poll of request id by agent agentID and
-// returns the request as it stands. The poll timing is read and updated under
-// the row lock, so concurrent polls see each other. Poll timing is
-// bookkeeping, not a change of the request's state: it writes no event.
-func (s *Store) Poll(ctx context.Context, id, agentID string) (Poll, error) {
+// Poll records a token-endpoint poll of request id by agent agentID and, if
+// the request is approved, collects its token: jti, living ttl (never past
+// the request's expiry). It returns the request as it then stands.
+func (s *Store) Poll(ctx context.Context, id, agentID, jti string, ttl time.Duration) (Poll, error) {
 	var row struct {
-		TooSoon bool      `db:"too_soon"`
-		Now     time.Time `db:"now"`
+		Issued    bool      `db:"issued"`
+		TooSoon   bool      `db:"too_soon"`
+		Now       time.Time `db:"now"`
+		UserEmail string    `db:"user_email"`
 		Request
 	}
-	if err := s.db.QueryRowxContext(ctx, pollSQL, id, agentID).StructScan(&row); err != nil {
+	if err := s.db.QueryRowxContext(ctx, pollSQL, id, agentID, jti, ttl.Seconds()).StructScan(&row); err != nil {
 		return Poll{}, fmt.Errorf("approvals: poll %s: %w", id, translate(err))
 	}
-	return Poll{Request: row.Request, TooSoon: row.TooSoon, Now: row.Now}, nil
-}
-
-// issueTokenSQL: a suspended agent or user is refused by the statement
-// itself, so no cached registration can hand them a token.
-const issueTokenSQL = `
-UPDATE requests r
-SET state = 'token_issued', token_jti = $2, token_issued_at = $3, token_expires_at = $4
-WHERE r.id = $1 AND r.state = ANY($5) AND r.expires_at > now()
-	AND EXISTS (SELECT 1 FROM agents a WHERE a.id = r.agent_id AND a.status = 'active')
-	AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.status = 'active')
-RETURNING ` + requestColumns
-
-// IssueToken moves an approved request to token_issued, recording the token's
-// jti and lifetime. Exactly one caller wins; the others get ErrAlreadyDecided.
-// A suspended agent or user gets no token (ErrSuspended).
-func (s *Store) IssueToken(ctx context.Context, id, jti string, issuedAt, expiresAt time.Time) (Request, error) {
-	var r Request
-	err := s.change(ctx, func(t *Tx) error {
-		err := t.QueryRowxContext(ctx, issueTokenSQL, id, jti, issuedAt, expiresAt, pq.StringArray(statesSQL(From(ActionIssue)))).StructScan(&r)
-		if err != nil {
-			why := whyNot(ctx, t, id, ActionIssue, err)
-			if errors.Is(why, errGuard) {
-				// Approved and live, yet refused: the agent or the user is suspended.
-				return fmt.Errorf("approvals: issue %s: %w", id, ErrSuspended)
-			}
-			return why
-		}
-		t.record(newEvent(KindTokenIssued, ActorAgent(r.AgentID), r, map[string]any{
-			"jti": jti, "issued_at": issuedAt, "expires_at": expiresAt, "acr": r.ACR, "amr": r.AMR, "audience": r.Audience}))
-		return nil
-	})
-	if err != nil {
-		return Request{}, err
-	}
-	return r, nil
+	return Poll{Request: row.Request, Issued: row.Issued, TooSoon: row.TooSoon, Now: row.Now, UserEmail: row.UserEmail}, nil
 }
 
 const cancelSQL = `

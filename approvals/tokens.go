@@ -36,7 +36,13 @@ func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (Tok
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	poll, err := s.store.Poll(ctx, id, agent.ID)
+	// The keys are at hand before the poll that may collect the token:
+	// once collected, the request cannot give another.
+	ring, err := s.keys.Keyring(ctx)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	poll, err := s.store.Poll(ctx, id, agent.ID, randomString(16), s.tokenTTL)
 	if errors.Is(err, ErrNotFound) {
 		// Unknown, or issued to another client: the same answer for both.
 		return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
@@ -61,38 +67,32 @@ func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (Tok
 		return TokenResponse{}, refuse(CodeAccessDenied, "the request was denied")
 	case StateExpired:
 		return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
+	case StateTokenIssued:
+		if poll.Issued {
+			return s.sign(ctx, ring, agent, r, poll.UserEmail)
+		}
 	case StateApproved:
-		if !live {
+		// Approved, yet not collected: it lives less than a second more (a
+		// token would be born expired), or the agent or the user is
+		// suspended.
+		if !r.ExpiresAt.Truncate(time.Second).After(poll.Now.Truncate(time.Second)) {
 			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
 		}
-		return s.issue(ctx, agent, r, poll.Now)
-	default: // cancelled, or the token was already collected
-		return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
+		return TokenResponse{}, refuse(CodeAccessDenied, "the client or the user is suspended")
 	}
+	// Cancelled, or the token was collected by an earlier poll.
+	return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
 }
 
-// issue mints the token pair for an approved request and records it, in that
-// order: if recording fails (another poll won) the minted tokens are dropped
-// unseen, so the token is handed out exactly once.
-//
-// now is the database's clock, the one the request's expiry and every guard
-// use, so a replica whose clock drifts cannot mint a token that outlives the
-// request or is born expired.
-func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Time) (TokenResponse, error) {
-	ring, err := s.keys.Keyring(ctx)
-	if err != nil {
-		return TokenResponse{}, err
-	}
-	now = now.Truncate(time.Second)
-	exp := now.Add(s.tokenTTL)
-	if r.ExpiresAt.Before(exp) {
-		exp = r.ExpiresAt.Truncate(time.Second)
-	}
-	if !exp.After(now) {
-		// The request expires within this second: a token would be born
-		// expired, so the request is not spent on one.
-		return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
-	}
+// sign mints the token pair of request r, whose token the poll has just
+// collected: its jti, issue and expiry times come from the request row (the
+// database's clock, the one the request's expiry and every guard use, so a
+// replica whose clock drifts cannot mint a token that outlives the request).
+// Signing cannot fail with a loaded keyring short of a broken key, which
+// would be logged: the token is then lost with the request, never issued
+// twice.
+func (s *Service) sign(ctx context.Context, ring *Keyring, agent Agent, r Request, email string) (TokenResponse, error) {
+	now, exp := *r.TokenIssuedAt, *r.TokenExpiresAt
 	// auth_time is when a human authenticated to decide (OpenID Core §2);
 	// a request allowed by a rule had none, so its tokens carry no auth_time.
 	var authTime int64
@@ -102,47 +102,32 @@ func (s *Service) issue(ctx context.Context, agent Agent, r Request, now time.Ti
 			authTime = r.DecidedAt.Unix()
 		}
 	}
-	jti := randomString(16)
 	at := AccessTokenClaims{
 		Issuer: s.issuer, Subject: r.UserID, Audience: Audience(r.Audience), ClientID: agent.ID,
-		Act: Actor{Subject: agent.ID}, IssuedAt: now.Unix(), Expiry: exp.Unix(), JTI: jti, Txn: r.ID,
+		Act: Actor{Subject: agent.ID}, IssuedAt: now.Unix(), Expiry: exp.Unix(), JTI: *r.TokenJTI, Txn: r.ID,
 		Scope: r.Scope, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), AuthorizationDetailsHash: r.DetailsHash,
 		ACR: r.ACR, AMR: r.AMR, AuthTime: authTime,
 	}
 	accessToken, err := ring.Sign(jose.ES256, "at+jwt", at)
 	if err != nil {
+		s.logger.ErrorContext(ctx, "a collected token could not be signed: the request is spent", "request", r.ID, "err", err)
 		return TokenResponse{}, fmt.Errorf("approvals: sign access token: %w", err)
 	}
-	authReqID := s.authReqIDs.issue(mustUUID(r.ID))
 	idt := IDTokenClaims{
 		Issuer: s.issuer, Subject: r.UserID, Audience: Audience{agent.ID}, IssuedAt: now.Unix(),
 		Expiry: now.Add(s.tokenTTL).Unix(), AuthTime: authTime, ACR: r.ACR, AMR: r.AMR,
-		AtHash: AtHash(jose.SignatureAlgorithm(agent.IDTokenAlg), accessToken), AuthReqID: authReqID,
+		AtHash: AtHash(jose.SignatureAlgorithm(agent.IDTokenAlg), accessToken), AuthReqID: s.authReqIDs.issue(mustUUID(r.ID)),
 	}
 	if slices.Contains(strings.Fields(r.Scope), "email") {
-		u, err := s.userByHint(ctx, r.UserID)
-		if err != nil {
-			return TokenResponse{}, err
-		}
-		idt.Email = u.Email
+		idt.Email = email
 	}
 	idToken, err := ring.Sign(jose.SignatureAlgorithm(agent.IDTokenAlg), "JWT", idt)
 	if err != nil {
+		s.logger.ErrorContext(ctx, "a collected token could not be signed: the request is spent", "request", r.ID, "err", err)
 		return TokenResponse{}, fmt.Errorf("approvals: sign id token: %w", err)
 	}
-	if _, err := s.store.IssueToken(ctx, r.ID, jti, now, exp); err != nil {
-		switch {
-		case errors.Is(err, ErrSuspended):
-			return TokenResponse{}, refuse(CodeAccessDenied, "the client or the user is suspended")
-		case errors.Is(err, ErrExpired):
-			return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")
-		case errors.Is(err, ErrAlreadyDecided), errors.Is(err, ErrWrongState), errors.Is(err, ErrNotFound):
-			return TokenResponse{}, refuse(CodeInvalidGrant, "auth_req_id is not valid")
-		}
-		return TokenResponse{}, err
-	}
 	s.metrics.issued()
-	s.logger.InfoContext(ctx, "token issued", "request", r.ID, "jti", jti)
+	s.logger.InfoContext(ctx, "token issued", "request", r.ID, "jti", *r.TokenJTI)
 	return TokenResponse{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: int(exp.Sub(now) / time.Second),
 		IDToken: idToken, AuthorizationDetails: json.RawMessage(r.DetailsCanonical), Scope: r.Scope}, nil
 }
