@@ -1,0 +1,139 @@
+package approvals
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/examples/demo"
+	"github.com/countersign/countersign/internal/pgtest"
+)
+
+// counting is a database/sql connector that counts what reaches PostgreSQL:
+// statements (queries and execs, each one round trip with lib/pq's
+// single-round-trip parameters or a prepared statement) and transactions.
+type counting struct {
+	driver.Connector
+	statements, begins atomic.Int64
+}
+
+func (c *counting) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, c: c}, nil
+}
+
+type countingConn struct {
+	driver.Conn
+	c *counting
+}
+
+func (cc *countingConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	cc.c.statements.Add(1)
+	return cc.Conn.(driver.QueryerContext).QueryContext(ctx, q, args)
+}
+
+func (cc *countingConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	cc.c.statements.Add(1)
+	return cc.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
+}
+
+func (cc *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	cc.c.begins.Add(1)
+	return cc.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+}
+
+func (cc *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if c, ok := cc.Conn.(driver.NamedValueChecker); ok {
+		return c.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+// TestAutoFlowStatements: with warm caches, an auto-allowed flow —
+// authenticate, bc-authorize, token — sends PostgreSQL at most 3 statements
+// and opens no explicit transaction (each statement commits by itself: 2
+// commits).
+func TestAutoFlowStatements(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	connector, err := pq.NewConnector(conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt := &counting{Connector: connector}
+	db := sqlx.NewDb(sql.OpenDB(cnt), "postgres")
+	defer db.Close()
+	l, err := NewListener(conf.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx)
+	store := NewStore(db)
+	keys, err := NewKeyStore(db, raceKEK, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc := NewService(store, NewTypeStore(store), keys, Config{Issuer: "https://countersign.test", KEK: raceKEK, Listener: l})
+	defs, err := demo.TypeDefinitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Types().Apply(ctx, defs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Policies().Apply(ctx, "allow.yaml", []byte("types:\n  payment_initiation: [{id: small, when: \"details.instructedAmount.currency == 'EUR'\", outcome: allow, reason: ok}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.CreateResourceServer(ctx, NewResourceServer{Name: "API", Audience: "https://api.example.com", Types: []string{"payment_initiation"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateUser(ctx, NewUser{Email: "alice@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	agent, secret, err := store.CreateAgent(ctx, NewAgent{Name: "Agent", Domain: "agent.example.com", Types: []string{"payment_initiation"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flow := func() {
+		t.Helper()
+		a, err := svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := svc.Authorize(ctx, a, AuthRequest{Scope: "openid", LoginHint: "alice@example.com", AuthorizationDetails: []byte(raceDetails)})
+		if err != nil || c.Request.State != StateApproved {
+			t.Fatalf("authorize: %+v %v", c.Request.State, err)
+		}
+		a, err = svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Token(ctx, a, c.AuthReqID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flow() // warms the caches
+	s0, b0 := cnt.statements.Load(), cnt.begins.Load()
+	const flows = 5
+	for range flows {
+		flow()
+	}
+	perFlow := float64(cnt.statements.Load()-s0) / flows
+	begins := cnt.begins.Load() - b0
+	t.Logf("per auto-allowed flow: %.1f statements, %d explicit transactions", perFlow, begins)
+	if perFlow > 3 || begins != 0 {
+		t.Errorf("an auto-allowed flow took %.1f statements and %d transactions; want at most 3 and none", perFlow, begins)
+	}
+}
