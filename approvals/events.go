@@ -114,7 +114,7 @@ func writeEvents(ctx context.Context, tx *sqlx.Tx, events []Event) error {
 	if err != nil {
 		return fmt.Errorf("approvals: events: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, insertEventsSQL, b); err != nil {
+	if _, err := tx.ExecContext(ctx, insertEventsSQL, string(b)); err != nil {
 		return fmt.Errorf("approvals: events: %w", translate(err))
 	}
 	return nil

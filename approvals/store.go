@@ -65,9 +65,11 @@ func (l *Labels) Scan(src any) error { return jsonbScan(src, l) }
 // jsonbValue encodes v for a jsonb column; a nil v is stored as empty.
 func jsonbValue(v any, isNil bool, empty string) (driver.Value, error) {
 	if isNil {
-		return []byte(empty), nil
+		return empty, nil
 	}
-	return json.Marshal(v)
+	// Text, not []byte: with binary_parameters a []byte is sent as bytea.
+	b, err := json.Marshal(v)
+	return string(b), err
 }
 
 // jsonbScan decodes a jsonb column into dst.
@@ -87,7 +89,7 @@ func (j NullJSON) Value() (driver.Value, error) {
 	if len(j) == 0 {
 		return nil, nil
 	}
-	return []byte(j), nil
+	return string(j), nil
 }
 
 // Scan implements sql.Scanner.

@@ -73,7 +73,7 @@ func (t *Tx) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("approvals: outbox: %w", err)
 	}
-	if _, err := t.ExecContext(ctx, flushSQL, ev, pings); err != nil {
+	if _, err := t.ExecContext(ctx, flushSQL, string(ev), string(pings)); err != nil {
 		return fmt.Errorf("approvals: events and outbox: %w", translate(err))
 	}
 	return nil

@@ -164,7 +164,7 @@ func (ts *TypeStore) Apply(ctx context.Context, types []rar.Type) ([]TypeChange,
 		if err := tx.GetContext(ctx, &version, insertTypeSQL, t.Name); err != nil {
 			return nil, fmt.Errorf("approvals: apply type %q: %w", t.Name, translate(err))
 		}
-		if _, err := tx.ExecContext(ctx, insertTypeVersionSQL, t.Name, version, def, digest); err != nil {
+		if _, err := tx.ExecContext(ctx, insertTypeVersionSQL, t.Name, version, string(def), digest); err != nil {
 			return nil, fmt.Errorf("approvals: apply type %q: %w", t.Name, translate(err))
 		}
 		action, kind := "updated", KindTypeUpdated

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -36,7 +38,7 @@ func openDB(ctx context.Context, cfg *Config, logger *slog.Logger) (*sqlx.DB, st
 		}
 		dsn = c.DSN("countersign")
 	}
-	db, err := sqlx.Open("postgres", dsn)
+	db, err := sqlx.Open("postgres", singleRoundTrip(dsn))
 	if err != nil {
 		stopCluster()
 		return nil, "", nil, fmt.Errorf("database: %w", err)
@@ -50,4 +52,21 @@ func openDB(ctx context.Context, cfg *Config, logger *slog.Logger) (*sqlx.DB, st
 		return nil, "", nil, fmt.Errorf("cannot reach the database: %w", err)
 	}
 	return db, dsn, func() { db.Close(); stopCluster() }, nil
+}
+
+// singleRoundTrip sets lib/pq's binary_parameters unless dsn sets it: a
+// statement with parameters is then parsed, bound and executed in one round
+// trip instead of two (lib/pq otherwise asks PostgreSQL for the parameter
+// types first). The domain sends jsonb and text as text, bytea as []byte.
+func singleRoundTrip(dsn string) string {
+	if strings.Contains(dsn, "binary_parameters") {
+		return dsn
+	}
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("binary_parameters", "yes")
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " binary_parameters=yes"
 }

@@ -73,7 +73,7 @@ func find(ctx context.Context, getenv func(string) string, searchDirs []string) 
 	}
 	var tried []string
 	if getenv(EnvPrivate) != "1" {
-		conf := pgtestdb.Config{DriverName: "postgres", Host: "127.0.0.1", Port: "5432", User: "postgres", Database: "postgres", Options: "sslmode=disable"}
+		conf := pgtestdb.Config{DriverName: "postgres", Host: "127.0.0.1", Port: "5432", User: "postgres", Database: "postgres", Options: "sslmode=disable&binary_parameters=yes"}
 		err := ping(ctx, conf)
 		if err == nil {
 			return Server{Source: "localhost", Config: conf}, nil
@@ -90,7 +90,7 @@ func find(ctx context.Context, getenv func(string) string, searchDirs []string) 
 			"macOS: brew install postgresql) so a private cluster can be started", strings.Join(tried, "\n  - "))
 	}
 	conf := pgtestdb.Config{DriverName: "postgres", Port: "5432", User: pgcluster.Superuser, Database: "postgres",
-		Options: "host=" + url.QueryEscape(c.Dir()) + "&sslmode=disable"}
+		Options: "host=" + url.QueryEscape(c.Dir()) + "&sslmode=disable&binary_parameters=yes"}
 	if err := ping(ctx, conf); err != nil {
 		return Server{}, fmt.Errorf("pgtest: private cluster in %s: %w", c.Dir(), err)
 	}
@@ -110,6 +110,9 @@ func configFromURL(raw string) (pgtestdb.Config, error) {
 	q := u.Query()
 	if q.Get("sslmode") == "" {
 		q.Set("sslmode", "disable")
+	}
+	if q.Get("binary_parameters") == "" {
+		q.Set("binary_parameters", "yes") // as the server connects
 	}
 	return pgtestdb.Config{DriverName: "postgres", Host: u.Hostname(), Port: port, User: u.User.Username(),
 		Password: pass, Database: strings.TrimPrefix(u.Path, "/"), Options: q.Encode()}, nil
