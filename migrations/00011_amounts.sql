@@ -42,13 +42,27 @@ CREATE INDEX requests_user_recent ON requests (user_id, created_at) INCLUDE (typ
 -- A counter of currency '' counts requests (n; its amount stays 0); a
 -- counter of a currency counts the requests with an amount in it and sums
 -- those amounts.
+--
+-- Each counter is split into eight shards, chosen by the request id: every
+-- request of one agent (or for one user) in one hour would otherwise update
+-- one row, and concurrent admissions would wait for each other's commit on
+-- it. Readers add the shards up.
 TRUNCATE request_velocity;
 ALTER TABLE request_velocity
     ADD COLUMN currency text NOT NULL DEFAULT '',
+    ADD COLUMN shard smallint NOT NULL DEFAULT 0,
     ALTER COLUMN amount TYPE numeric,
     DROP CONSTRAINT request_velocity_pkey,
-    ADD PRIMARY KEY (subject, type, bucket, class, currency);
-ALTER TABLE request_velocity ALTER COLUMN currency DROP DEFAULT;
+    ADD PRIMARY KEY (subject, type, bucket, class, currency, shard);
+ALTER TABLE request_velocity ALTER COLUMN currency DROP DEFAULT, ALTER COLUMN shard DROP DEFAULT;
+
+-- The shard of request id.
+-- +goose StatementBegin
+CREATE FUNCTION velocity_shard(id uuid) RETURNS smallint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (get_byte(uuid_send(id), 15) & 7)::smallint
+$$;
+-- +goose StatementEnd
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION request_velocity_track() RETURNS trigger
@@ -67,18 +81,19 @@ BEGIN
     -- Types, subjects (agent before user) and currencies in a fixed order:
     -- concurrent transactions lock counter rows in the same order.
     FOR t IN SELECT DISTINCT x FROM unnest(NEW.types) x ORDER BY x LOOP
-        INSERT INTO request_velocity AS v (subject, type, bucket, class, currency, n, amount)
-        SELECT s.subject, t, velocity_bucket(NEW.created_at), new_class, c.currency, 1, c.amount
+        INSERT INTO request_velocity AS v (subject, type, bucket, class, currency, shard, n, amount)
+        SELECT s.subject, t, velocity_bucket(NEW.created_at), new_class, c.currency, velocity_shard(NEW.id), 1, c.amount
         FROM (VALUES ('agent:' || NEW.agent_id), ('user:' || NEW.user_id)) s(subject)
         CROSS JOIN (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(NEW.amounts)) c(currency, amount)
         ORDER BY s.subject, c.currency
-        ON CONFLICT (subject, type, bucket, class, currency)
+        ON CONFLICT (subject, type, bucket, class, currency, shard)
         DO UPDATE SET n = v.n + 1, amount = v.amount + EXCLUDED.amount;
         IF TG_OP = 'UPDATE' THEN
             UPDATE request_velocity
             SET n = n - 1, amount = amount - coalesce((OLD.amounts ->> currency)::numeric, 0)
             WHERE subject IN ('agent:' || OLD.agent_id, 'user:' || OLD.user_id)
               AND type = t AND bucket = velocity_bucket(OLD.created_at) AND class = old_class
+              AND shard = velocity_shard(OLD.id)
               AND (currency = '' OR OLD.amounts ? currency);
         END IF;
     END LOOP;
@@ -93,14 +108,15 @@ $$;
 CREATE FUNCTION request_velocity_rebuild() RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM request_velocity;
-    INSERT INTO request_velocity (subject, type, bucket, class, currency, n, amount)
-    SELECT s.subject, t, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), c.currency, count(*), sum(c.amount)
+    INSERT INTO request_velocity (subject, type, bucket, class, currency, shard, n, amount)
+    SELECT s.subject, t, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), c.currency, velocity_shard(r.id),
+        count(*), sum(c.amount)
     FROM requests r
     CROSS JOIN LATERAL (SELECT DISTINCT x FROM unnest(r.types) x) u(t)
     CROSS JOIN LATERAL (VALUES ('agent:' || r.agent_id), ('user:' || r.user_id)) s(subject)
     CROSS JOIN LATERAL (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(r.amounts)) c(currency, amount)
     WHERE r.created_at >= velocity_bucket(now() - interval '1 day')
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5, 6;
 $$;
 -- +goose StatementEnd
 
@@ -111,6 +127,7 @@ DROP FUNCTION request_velocity_rebuild();
 TRUNCATE request_velocity;
 ALTER TABLE request_velocity
     DROP CONSTRAINT request_velocity_pkey,
+    DROP COLUMN shard,
     DROP COLUMN currency,
     ALTER COLUMN amount TYPE double precision,
     ADD PRIMARY KEY (subject, type, bucket, class);
@@ -162,3 +179,4 @@ FROM requests r
 CROSS JOIN LATERAL (SELECT DISTINCT x FROM unnest(r.types) x) u(t)
 CROSS JOIN LATERAL (VALUES ('agent:' || r.agent_id), ('user:' || r.user_id)) s(subject)
 GROUP BY 1, 2, 3, 4;
+DROP FUNCTION velocity_shard(uuid);
