@@ -24,7 +24,7 @@ type loadSummary struct {
 	Delivery       string         `json:"delivery"`
 	Concurrency    int            `json:"concurrency"`
 	Warmup         int            `json:"warmup"`
-	WarmupErrors   int            `json:"warmup_errors"`
+	WarmupErrors   map[string]int `json:"warmup_errors"`
 	Flows          int            `json:"flows"`
 	Errors         map[string]int `json:"errors"`
 	Seconds        float64        `json:"seconds"`
@@ -91,8 +91,8 @@ func checkSummary(t *testing.T, r loadRun, scenario string, steps []string) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	s := r.summary
-	if s.Scenario != scenario || s.Concurrency != 4 || s.Warmup != 10 || s.WarmupErrors != 0 || s.Stopped != "" {
-		t.Errorf("scenario %q concurrency %d warmup %d (%d errors) stopped %q", s.Scenario, s.Concurrency, s.Warmup, s.WarmupErrors, s.Stopped)
+	if s.Scenario != scenario || s.Concurrency != 4 || s.Warmup != 10 || s.WarmupErrors == nil || len(s.WarmupErrors) != 0 || s.Stopped != "" {
+		t.Errorf("scenario %q concurrency %d warmup %d (errors %v) stopped %q", s.Scenario, s.Concurrency, s.Warmup, s.WarmupErrors, s.Stopped)
 	}
 	if s.Flows != 50 || len(s.Errors) != 0 {
 		t.Errorf("flows %d, errors %v; want 50 flows, no error", s.Flows, s.Errors)

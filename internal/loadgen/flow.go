@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/countersign/countersign/approvals"
 )
 
@@ -200,8 +202,13 @@ func transportKind(err error) string {
 	return "transport error"
 }
 
-// reviewKind names why the domain refused a review.
+// reviewKind names why the domain refused a review, or what PostgreSQL
+// said (deadlock_detected, serialization_failure, …).
 func reviewKind(err error) string {
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		return pe.Code.Name()
+	}
 	for _, k := range []struct {
 		err  error
 		name string

@@ -129,7 +129,8 @@ func TestDBSummary(t *testing.T) {
 func TestWriteText(t *testing.T) {
 	cpu := 1.25
 	s := &Summary{Scenario: Human, Delivery: DeliveryPing, Concurrency: 16, Agents: 1, Users: 1, Warmup: 200, Flows: 1998,
-		Errors: map[string]int{"/token: slow_down": 2}, ErrorExamples: map[string]string{"/token: slow_down": "loadgen: /token answered 400"},
+		WarmupErrors: map[string]int{"review: deadlock_detected": 3},
+		Errors:       map[string]int{"/token: slow_down": 2}, ErrorExamples: map[string]string{"/token: slow_down": "loadgen: /token answered 400"},
 		Seconds: 10, FlowsPerSecond: 199.8, ServerCPUMsPerFlow: &cpu,
 		Endpoints: map[string]Latency{StepToken: {Count: 1998, P50: 1, P90: 2, P99: 3, Max: 4}, StepAuthorize: {Count: 2000, P50: 1, P90: 2, P99: 3, Max: 4},
 			StepPing: {Count: 1998}, StepReview: {Count: 1998}},
@@ -141,6 +142,7 @@ func TestWriteText(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"human (ping), concurrency 16, 1 agent, 1 user, 200 warm-up flows discarded",
+		"warm-up errors:\n       3  review: deadlock_detected\n",
 		"1998 flows in 10.00 s: 199.8 flows/s, 2 errors",
 		"2  /token: slow_down  (e.g. loadgen: /token answered 400)",
 		"server CPU:  1.250 ms per flow",
@@ -152,7 +154,8 @@ func TestWriteText(t *testing.T) {
 		}
 	}
 	// The steps in the order of a flow.
-	a, r, p, tok := strings.Index(out, "/bc-authorize"), strings.Index(out, "review"), strings.Index(out, "  ping"), strings.Index(out, "/token  ")
+	table := out[strings.Index(out, "p50 ms"):]
+	a, r, p, tok := strings.Index(table, "/bc-authorize"), strings.Index(table, "review"), strings.Index(table, "ping"), strings.Index(table, "/token")
 	if !(a < r && r < p && p < tok) {
 		t.Errorf("steps out of flow order:\n%s", out)
 	}

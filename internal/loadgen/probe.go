@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // DBSample is PostgreSQL's work so far: cumulative counters, subtracted
@@ -91,8 +93,15 @@ func statementsUsable(ctx context.Context, db *sqlx.DB) string {
 	return ""
 }
 
-// pqMessage is a driver error's message without the driver's prefix.
-func pqMessage(err error) string { return strings.TrimPrefix(err.Error(), "pq: ") }
+// pqMessage is a PostgreSQL error's message, without the driver's
+// decoration.
+func pqMessage(err error) string {
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		return pe.Message
+	}
+	return err.Error()
+}
 
 // StatementsUnavailable says why statements are not counted, "" when they
 // are.

@@ -47,9 +47,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	warm, _ := r.phase(runCtx, "warm-up", 0, cfg.Warmup)
-	for _, n := range warm.errors {
-		s.WarmupErrors += n
-	}
+	s.WarmupErrors = warm.errors
 	if s.Stopped = stopCause(runCtx); s.Stopped != "" {
 		return s, nil
 	}

@@ -20,9 +20,9 @@ type Summary struct {
 	Agents      int      `json:"agents"`
 	Users       int      `json:"users"`
 	Warmup      int      `json:"warmup"`
-	// WarmupErrors counts the warm-up flows that failed (their latencies
-	// are discarded with the rest of the warm-up).
-	WarmupErrors int `json:"warmup_errors"`
+	// WarmupErrors counts the warm-up flows that failed, by kind (they are
+	// discarded with the rest of the warm-up, but not hidden).
+	WarmupErrors map[string]int `json:"warmup_errors"`
 	// Flows counts the measured flows that succeeded; Errors the ones that
 	// failed, by kind ("<step>: <OAuth error, HTTP status or failure>").
 	Flows          int                `json:"flows"`
@@ -102,10 +102,13 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "countersign load: %s, concurrency %d, %s, %s, %d warm-up flows discarded",
 		what, s.Concurrency, plural(s.Agents, "agent"), plural(s.Users, "user"), s.Warmup)
-	if s.WarmupErrors > 0 {
-		fmt.Fprintf(&b, " (%d failed)", s.WarmupErrors)
-	}
 	b.WriteString("\n")
+	if len(s.WarmupErrors) > 0 {
+		b.WriteString("warm-up errors:\n")
+		for _, k := range slices.Sorted(maps.Keys(s.WarmupErrors)) {
+			fmt.Fprintf(&b, "  %6d  %s\n", s.WarmupErrors[k], k)
+		}
+	}
 	if s.Stopped != "" {
 		fmt.Fprintf(&b, "STOPPED EARLY (%s): the figures are those of the flows done so far\n", s.Stopped)
 	}
