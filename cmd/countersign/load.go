@@ -38,7 +38,7 @@ func (o *loadFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.timeout, "timeout", loadgen.DefaultTimeout, "stop after this long, and print what was measured")
 	fs.DurationVar(&o.statsWait, "stats-wait", loadgen.DefaultStatsWait, "wait this long after the warm-up and after the flows before reading PostgreSQL's counters, which backends flush late (0: no wait, figures then miss some)")
 	fs.BoolVar(&o.asJSON, "json", false, "print the summary as one JSON object")
-	fs.StringVar(&o.policyFile, "policy", "", "publish this policy file (a new version unless it is live) instead of using the live policy; with none published, a generated one is")
+	fs.StringVar(&o.policyFile, "policy", "", "publish this policy file (a new version unless it is live), or with \"load\" the load's own (allows EUR payments up to 100, reads no velocity); without it the live policy is used, and the load's own published when there is none")
 	fs.StringVar(&o.clientID, "client-id", "", "use this existing agent instead of registering new ones")
 	fs.StringVar(&o.clientSecret, "client-secret", "", "the existing agent's client secret")
 	fs.StringVar(&o.user, "user", "", "use this existing user (id or email) instead of creating new ones")
@@ -93,8 +93,12 @@ func loadCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if err := o.check(); err != nil {
 		return errUsage{err}
 	}
-	var policySrc []byte
-	if o.policyFile != "" {
+	policyName, policySrc := o.policyFile, []byte(nil)
+	switch o.policyFile {
+	case "":
+	case "load":
+		policyName, policySrc = loadgen.PolicyFileName, []byte(loadgen.DefaultPolicy)
+	default:
 		if policySrc, err = readPolicyFile(o.policyFile); err != nil {
 			return err
 		}
@@ -110,7 +114,7 @@ func loadCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 
 	sc, _ := loadgen.ParseScenario(o.scenario) // checked
 	fx, err := loadgen.Setup(ctx, a.svc, loadgen.SetupConfig{Scenario: sc, Delivery: o.delivery, Agents: o.agents, Users: o.users,
-		PolicyName: o.policyFile, Policy: policySrc, ClientID: o.clientID, ClientSecret: o.clientSecret, User: o.user,
+		PolicyName: policyName, Policy: policySrc, ClientID: o.clientID, ClientSecret: o.clientSecret, User: o.user,
 		RSID: o.rsID, RSSecret: o.rsSecret, Note: func(n string) { fmt.Fprintf(stderr, "countersign load: %s\n", n) }})
 	var mismatch *loadgen.PolicyMismatchError
 	if errors.As(err, &mismatch) {

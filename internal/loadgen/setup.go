@@ -335,6 +335,10 @@ func checkPolicy(ctx context.Context, svc *approvals.Service, sc Scenario, f *Fi
 	if sc == Human {
 		want, ok = policy.Approve, need.Kind == policy.Approve && !need.StepUp && len(need.Quorums) == 0
 	}
+	if set, _, err := svc.Policies().Current(ctx); err == nil && set != nil && set.ReadsRecent(requestType) {
+		f.notef("the live policy's %s rules read recent (velocity counts): they may decide later flows otherwise than the first, "+
+			"and admissions of one agent or user are serialised (--policy load publishes a policy whose rules do not)", requestType)
+	}
 	if !ok {
 		got := need.Kind.String()
 		if need.StepUp && need.Kind != policy.StepUp {
