@@ -32,6 +32,8 @@ Usage:
   countersign serve [flags]     run the HTTP server (--dev for a local demo)
   countersign migrate [flags]   apply database migrations and exit
   countersign version           print the version
+  countersign load [flags]      drive a server on loopback with simulated agents and report
+                                flows/s, latencies, server CPU and PostgreSQL work per flow
 
 Administration (each takes the database flags of migrate, and --json):
   countersign agents add --name N --domain D --types t1,t2 [--label k=v]… [--delivery poll|ping --notify-url U]
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = policyCmd(ctx, rest, stdout, stderr, getenv)
 	case "keys":
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
+	case "load":
+		err = loadCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
