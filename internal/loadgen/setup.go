@@ -201,7 +201,7 @@ func setupAgents(ctx context.Context, svc *approvals.Service, cfg SetupConfig, r
 		case !ping && a.DeliveryMode != approvals.DeliveryPoll:
 			return fmt.Errorf("loadgen: agent %s uses %s delivery; this scenario needs a poll agent", a.ID, a.DeliveryMode)
 		}
-		if _, err := store.AuthenticateAgent(ctx, a.ID, cfg.ClientSecret, a.AuthMethod); err != nil {
+		if _, err := svc.AuthenticateAgent(ctx, a.ID, cfg.ClientSecret, a.AuthMethod); err != nil {
 			return fmt.Errorf("loadgen: agent %s: the client secret does not match", a.ID)
 		}
 		if ping {
@@ -283,7 +283,7 @@ func setupResourceServer(ctx context.Context, svc *approvals.Service, cfg SetupC
 			return fmt.Errorf("loadgen: resource server %s does not execute %s requests", rs.ID, requestType)
 		}
 		if cfg.RSSecret != "" {
-			if _, err := store.AuthenticateResourceServer(ctx, rs.ID, cfg.RSSecret); err != nil {
+			if _, err := svc.AuthenticateResourceServer(ctx, rs.ID, cfg.RSSecret); err != nil {
 				return fmt.Errorf("loadgen: resource server %s: the secret does not match", rs.ID)
 			}
 		} else if cfg.Scenario == AutoRedeem {
