@@ -43,13 +43,25 @@ FOR EACH ROW EXECUTE FUNCTION audit_events_immutable();
 CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
 FOR EACH STATEMENT EXECUTE FUNCTION audit_events_immutable();
 
--- Every event is announced on channel countersign_events when its
--- transaction commits (NOTIFY is transactional): ids and kind only, never
--- details or secrets. Every replica's listener hands it to its subscribers.
+-- Events are announced on channel countersign_events when their transaction
+-- commits (NOTIFY is transactional): ids and kind only, never details or
+-- secrets. Every replica's listener hands them to its subscribers (caches,
+-- live pages). Announced are the events a subscriber acts on: every change
+-- of a registration, type, policy or key, and every event of a request a
+-- person may see. Not announced are the auto-allowed admission and token
+-- collection and redemption, which no page shows and no cache keeps: every
+-- NOTIFY takes one cluster-wide lock through its commit, and the hot path
+-- would wait on it.
 -- +goose StatementBegin
 CREATE FUNCTION audit_events_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW.kind IN ('token.issued', 'token.redeemed')
+        OR (NEW.kind = 'request.created' AND NEW.body ->> 'outcome' IN ('allow', 'deny'))
+        OR (NEW.kind IN ('request.approved', 'request.denied') AND NEW.actor LIKE 'rule:%')
+        OR (NEW.kind = 'request.denied' AND NEW.actor = 'system:server') THEN
+        RETURN NULL;
+    END IF;
     PERFORM pg_notify('countersign_events', json_build_object(
         'id', NEW.id, 'kind', NEW.kind, 'request_id', NEW.request_id,
         'agent_id', NEW.agent_id, 'user_id', NEW.user_id, 'subject', NEW.subject)::text);
