@@ -273,6 +273,15 @@ func TestLoad(t *testing.T) {
 			t.Errorf("stdout %q, want nothing", r.stdout)
 		}
 	})
+	t.Run("load policy", func(t *testing.T) {
+		// --policy load publishes the load's own policy over the one that
+		// asks, and the auto scenario runs again.
+		r := runLoad(t, conf.URL(), base, pid, "--scenario", "auto", "--policy", "load", "--stats-wait", "0")
+		checkSummary(t, r, "auto", []string{"/bc-authorize", "/token"})
+		if !strings.Contains(r.stderr, "published countersign-load.yaml as policy version 3") {
+			t.Errorf("stderr:\n%s", r.stderr)
+		}
+	})
 }
 
 // TestLoadPing runs the human scenario with ping delivery against a server
@@ -286,7 +295,8 @@ func TestLoadPing(t *testing.T) {
 
 	r := runLoad(t, conf.URL(), "http://"+addr, serve.Process.Pid, "--scenario", "human", "--delivery", "ping", "--stats-wait", "1s")
 	checkSummary(t, r, "human", []string{"/bc-authorize", "review", "ping", "/token"})
-	if r.summary.Delivery != "ping" || !strings.Contains(r.stderr, "using the live policy") || !strings.Contains(r.stderr, "(ping delivery)") {
+	if r.summary.Delivery != "ping" || !strings.Contains(r.stderr, "using the live policy") || !strings.Contains(r.stderr, "(ping delivery)") ||
+		!strings.Contains(r.stderr, "rules read recent") {
 		t.Errorf("delivery %q; stderr:\n%s", r.summary.Delivery, r.stderr)
 	}
 }

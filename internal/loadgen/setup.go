@@ -27,11 +27,11 @@ const Audience = "https://load.countersign.invalid"
 // PolicyFileName names DefaultPolicy in the policy history.
 const PolicyFileName = "countersign-load.yaml"
 
-// DefaultPolicy is the policy a run publishes when none is published: the
+// DefaultPolicy is the load policy, published by --policy load or where none is: the
 // auto scenarios' payments (EUR, at most 100) are allowed at once, the human
 // scenario's wait for the user. No rule reads recent, so admissions are not
 // serialised per agent and user.
-const DefaultPolicy = `# Published by countersign load on a database that had no policy.
+const DefaultPolicy = `# The policy of countersign load, published by --policy load or where no policy was.
 types:
   payment_initiation:
     - id: load_small_eur_payment
