@@ -69,6 +69,8 @@ CREATE OR REPLACE FUNCTION request_velocity_track() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     t text;
+    subj text;
+    cur text;
     new_class smallint := velocity_class(NEW.state, NEW.outcome);
     old_class smallint;
 BEGIN
@@ -89,12 +91,19 @@ BEGIN
         ON CONFLICT (subject, type, bucket, class, currency, shard)
         DO UPDATE SET n = v.n + 1, amount = v.amount + EXCLUDED.amount;
         IF TG_OP = 'UPDATE' THEN
-            UPDATE request_velocity
-            SET n = n - 1, amount = amount - coalesce((OLD.amounts ->> currency)::numeric, 0)
-            WHERE subject IN ('agent:' || OLD.agent_id, 'user:' || OLD.user_id)
-              AND type = t AND bucket = velocity_bucket(OLD.created_at) AND class = old_class
-              AND shard = velocity_shard(OLD.id)
-              AND (currency = '' OR OLD.amounts ? currency);
+            -- One row at a time, in the insert's order: a many-row UPDATE
+            -- would lock in table order and could deadlock with it.
+            FOR subj, cur IN
+                SELECT s.subject, c.currency
+                FROM (VALUES ('agent:' || OLD.agent_id), ('user:' || OLD.user_id)) s(subject)
+                CROSS JOIN (SELECT '' UNION ALL SELECT key FROM jsonb_each_text(OLD.amounts)) c(currency)
+                ORDER BY 1, 2
+            LOOP
+                UPDATE request_velocity
+                SET n = n - 1, amount = amount - coalesce((OLD.amounts ->> cur)::numeric, 0)
+                WHERE subject = subj AND type = t AND bucket = velocity_bucket(OLD.created_at)
+                  AND class = old_class AND currency = cur AND shard = velocity_shard(OLD.id);
+            END LOOP;
         END IF;
     END LOOP;
     RETURN NULL;
