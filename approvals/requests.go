@@ -383,27 +383,31 @@ func (s *Store) RequestByJTI(ctx context.Context, jti string) (Request, time.Tim
 	return row.Request, row.Now, nil
 }
 
+// redeemSQL spends a token in one statement that checks everything a
+// redemption needs — unspent, unexpired, meant for the resource server
+// ($5 in aud), bound to the details hash — and writes its event: the
+// resource server's hot path is one round trip and one commit.
 const redeemSQL = `
-UPDATE requests
-SET state = 'redeemed', redeemed_at = now(), redeemed_by = $2
-WHERE token_jti = $1 AND state = ANY($4) AND token_expires_at > now() AND details_hash = $3
-RETURNING ` + requestColumns
+WITH r AS (
+	UPDATE requests
+	SET state = 'redeemed', redeemed_at = now(), redeemed_by = $2
+	WHERE token_jti = $1 AND state = ANY($4) AND token_expires_at > now() AND details_hash = $3 AND $5 = ANY(audience)
+	RETURNING ` + requestColumns + `
+), ev AS (
+	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)
+	SELECT '` + KindTokenRedeemed + `', 'resource_server:' || $2, id, agent_id, user_id, jsonb_build_object('jti', token_jti)
+	FROM r
+)
+SELECT ` + requestColumns + ` FROM r`
 
-// Redeem spends the token with jti for resource server rsID, in one statement
-// that also checks it is unspent, unexpired and bound to detailsHash. It
-// returns ErrNotFound when nothing was spent; the caller reads the request to
-// say why.
-func (s *Store) Redeem(ctx context.Context, jti, rsID, detailsHash string) (Request, error) {
+// Redeem spends the token with jti for resource server rs if it is unspent,
+// unexpired, meant for rs and bound to detailsHash. It returns ErrNotFound
+// when nothing was spent; the caller reads the request to say why.
+func (s *Store) Redeem(ctx context.Context, jti string, rs ResourceServer, detailsHash string) (Request, error) {
 	var r Request
-	err := s.change(ctx, func(t *Tx) error {
-		if err := t.QueryRowxContext(ctx, redeemSQL, jti, rsID, detailsHash, pq.StringArray(statesSQL(From(ActionRedeem)))).StructScan(&r); err != nil {
-			return fmt.Errorf("approvals: redeem: %w", translate(err))
-		}
-		t.record(newEvent(KindTokenRedeemed, ActorResourceServer(rsID), r, map[string]any{"jti": jti}))
-		return nil
-	})
+	err := s.db.QueryRowxContext(ctx, redeemSQL, jti, rs.ID, detailsHash, pq.StringArray(statesSQL(From(ActionRedeem))), rs.Audience).StructScan(&r)
 	if err != nil {
-		return Request{}, err
+		return Request{}, fmt.Errorf("approvals: redeem: %w", translate(err))
 	}
 	return r, nil
 }

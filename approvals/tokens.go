@@ -177,14 +177,29 @@ func (s *Service) Redeem(ctx context.Context, rs ResourceServer, token string, d
 		}
 		detailsHash = h
 	}
-	r, now, err := s.store.RequestByJTI(ctx, claims.JTI)
+	r, err := s.store.Redeem(ctx, claims.JTI, rs, detailsHash)
 	if errors.Is(err, ErrNotFound) {
-		return Redemption{Reason: ReasonInvalidToken}, nil
+		// Nothing was spent: the request as it stands says why.
+		return s.whyNotRedeemed(ctx, rs, claims.JTI, detailsHash)
 	}
 	if err != nil {
 		return Redemption{}, err
 	}
-	if !slices.Contains(r.Audience, rs.Audience) {
+	s.metrics.redeemed()
+	s.logger.InfoContext(ctx, "token redeemed", "request", r.ID, "resource_server", rs.ID)
+	return Redemption{Active: true, Claims: &claims}, nil
+}
+
+// whyNotRedeemed says why the token with jti could not be spent by rs for
+// detailsHash, in the order a resource server needs to know it.
+func (s *Service) whyNotRedeemed(ctx context.Context, rs ResourceServer, jti, detailsHash string) (Redemption, error) {
+	r, now, err := s.store.RequestByJTI(ctx, jti)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Redemption{Reason: ReasonInvalidToken}, nil
+	case err != nil:
+		return Redemption{}, err
+	case !slices.Contains(r.Audience, rs.Audience):
 		return Redemption{Reason: ReasonAudienceMismatch}, nil
 	}
 	if why := inactive(r, now); why != "" {
@@ -193,25 +208,9 @@ func (s *Service) Redeem(ctx context.Context, rs ResourceServer, token string, d
 	if detailsHash != r.DetailsHash {
 		return Redemption{Reason: ReasonTransactionMismatch}, nil
 	}
-	if _, err := s.store.Redeem(ctx, claims.JTI, rs.ID, detailsHash); err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			return Redemption{}, err
-		}
-		// Someone else changed the token between our read and the guarded
-		// update: read again for the reason.
-		r, now, err = s.store.RequestByJTI(ctx, claims.JTI)
-		if err != nil {
-			return Redemption{}, err
-		}
-		why := inactive(r, now)
-		if why == "" {
-			why = ReasonAlreadyRedeemed
-		}
-		return Redemption{Reason: why}, nil
-	}
-	s.metrics.redeemed()
-	s.logger.InfoContext(ctx, "token redeemed", "request", r.ID, "resource_server", rs.ID)
-	return Redemption{Active: true, Claims: &claims}, nil
+	// It changed between the guarded update and the read: another caller
+	// spent it.
+	return Redemption{Reason: ReasonAlreadyRedeemed}, nil
 }
 
 // inactive says why a token's request makes it unusable, or "".
