@@ -64,8 +64,6 @@ func (s *Store) CreateResourceServer(ctx context.Context, n NewResourceServer) (
 	return r, secret, nil
 }
 
-const resourceSQL = `SELECT ` + resourceColumns + ` FROM resource_servers WHERE id = $1`
-
 const resourceServersSQL = `SELECT ` + resourceColumns + ` FROM resource_servers ORDER BY created_at, id`
 
 // ResourceServers lists every resource server.
