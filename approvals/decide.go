@@ -144,6 +144,14 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			// hwk, user).
 			rev.AMR = append(rev.AMR, "hwk", "user")
 		}
+		if !eligible(cur.Request, rev) {
+			// Before anything else: a reviewer who may not see the request
+			// learns nothing of it, not even its state.
+			return fmt.Errorf("approvals: review %s: %w", requestID, ErrNotFound)
+		}
+		if in.Evidence != nil && !in.Evidence.matches(cur.Request, by.UserID) {
+			return fmt.Errorf("approvals: review %s: %w: the evidence is for another request, user or details", requestID, ErrStepUpRequired)
+		}
 		res, err := ApplyReview(cur.Request, reviews, rev, cur.Now)
 		if errors.Is(err, ErrNotEligible) {
 			return fmt.Errorf("approvals: review %s: %w", requestID, ErrNotFound)

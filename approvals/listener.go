@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -39,6 +40,9 @@ type Listener struct {
 	next int
 	// connected is false between a lost connection and its return.
 	connected bool
+	pinging   atomic.Bool
+	// pingEvery is listenerPing; tests shorten it.
+	pingEvery time.Duration
 }
 
 // listenerPing is how often an idle listener checks its connection, so that
@@ -50,7 +54,7 @@ func NewListener(dsn string, logger *slog.Logger) (*Listener, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Listener{logger: logger, subs: map[int]func(Notice){}}
+	l := &Listener{logger: logger, subs: map[int]func(Notice){}, pingEvery: listenerPing}
 	l.pl = pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, l.onEvent)
 	if err := l.pl.Listen(EventsChannel); err != nil {
 		l.pl.Close()
@@ -103,7 +107,7 @@ func (l *Listener) Subscribe(fn func(Notice)) (cancel func()) {
 // Run delivers notices until ctx ends, then closes the connection.
 func (l *Listener) Run(ctx context.Context) {
 	defer l.pl.Close()
-	tick := time.NewTicker(listenerPing)
+	tick := time.NewTicker(l.pingEvery)
 	defer tick.Stop()
 	for {
 		select {
@@ -123,8 +127,12 @@ func (l *Listener) Run(ctx context.Context) {
 			}
 			l.deliver(notice)
 		case <-tick.C:
-			// A failed ping makes lib/pq reconnect (and then send nil).
-			_ = l.pl.Ping()
+			// A failed ping makes lib/pq reconnect (and then send nil). It
+			// runs apart: its answer queues behind notifications that only
+			// this loop drains, so pinging here could wait for itself.
+			if l.pinging.CompareAndSwap(false, true) {
+				go func() { defer l.pinging.Store(false); _ = l.pl.Ping() }()
+			}
 		}
 	}
 }

@@ -93,3 +93,50 @@ func TestListenerAcrossServices(t *testing.T) {
 		t.Fatalf("notice %+v", n)
 	}
 }
+
+// TestListenerBurstWhilePinging: a burst of notifications larger than
+// lib/pq's buffers arrives while the listener pings its connection over and
+// over; every one is delivered (a ping on the delivering goroutine would
+// wait behind them forever).
+func TestListenerBurstWhilePinging(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := NewListener(conf.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.pingEvery = time.Millisecond
+	got := make(chan Notice, 1000)
+	l.Subscribe(func(n Notice) {
+		time.Sleep(50 * time.Microsecond) // a subscriber that takes a little time
+		got <- n
+	})
+	go l.Run(ctx)
+	const burst = 300
+	err = NewStore(db).change(ctx, func(tx *Tx) error {
+		for range burst {
+			tx.record(Event{Kind: KindUserCreated, Actor: ActorCLI})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for n := 0; n < burst; {
+		select {
+		case x := <-got:
+			if x.Kind == KindUserCreated {
+				n++
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d notifications delivered", n, burst)
+		}
+	}
+}

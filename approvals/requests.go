@@ -369,16 +369,25 @@ func (s *Store) ExpireDue(ctx context.Context, limit int) ([]string, error) {
 	return ids, nil
 }
 
-const requestByJTISQL = `SELECT now() AS now, ` + requestColumns + ` FROM requests WHERE token_jti = $1`
+const requestByJTISQL = `
+SELECT now() AS now,
+	EXISTS (SELECT 1 FROM agents a WHERE a.id = agent_id AND a.status = 'active')
+		AND EXISTS (SELECT 1 FROM users u WHERE u.id = user_id AND u.status = 'active') AS parties_active,
+	` + requestColumns + ` FROM requests WHERE token_jti = $1`
 
 // RequestByJTI returns the request whose token has jti, and the database's now.
 func (s *Store) RequestByJTI(ctx context.Context, jti string) (Request, time.Time, error) {
 	var row struct {
-		Now time.Time `db:"now"`
+		Now           time.Time `db:"now"`
+		PartiesActive bool      `db:"parties_active"`
 		Request
 	}
 	if err := s.db.GetContext(ctx, &row, requestByJTISQL, jti); err != nil {
 		return Request{}, time.Time{}, fmt.Errorf("approvals: token: %w", translate(err))
+	}
+	if !row.PartiesActive && row.State == StateTokenIssued {
+		// Its agent or user is suspended: the token is as good as revoked.
+		row.State = StateRevoked
 	}
 	return row.Request, row.Now, nil
 }
@@ -392,6 +401,10 @@ WITH r AS (
 	UPDATE requests
 	SET state = 'redeemed', redeemed_at = now(), redeemed_by = $2
 	WHERE token_jti = $1 AND state = ANY($4) AND token_expires_at > now() AND details_hash = $3 AND $5 = ANY(audience)
+		-- A token collected while its agent or user was being suspended
+		-- escaped the suspension's revocation: it is refused here.
+		AND EXISTS (SELECT 1 FROM agents a WHERE a.id = agent_id AND a.status = 'active')
+		AND EXISTS (SELECT 1 FROM users u WHERE u.id = user_id AND u.status = 'active')
 	RETURNING ` + requestColumns + `
 ), ev AS (
 	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)

@@ -75,4 +75,8 @@ func TestMetrics(t *testing.T) {
 	if resp, err := http.Get(ms.URL + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("pprof index: %v %v", resp, err)
 	}
+	// The command line may hold --kek or a database password.
+	if resp, err := http.Get(ms.URL + "/debug/pprof/cmdline"); err != nil || resp.StatusCode == http.StatusOK {
+		t.Errorf("pprof cmdline is served: %v %v", resp, err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -229,7 +231,23 @@ func (c *Config) Validate() error {
 	if c.Pprof && c.metricsAddr() == "" {
 		return errors.New("--pprof needs --metrics-addr: profiles are served on the metrics listener only")
 	}
+	if c.Pprof && !loopbackAddr(c.metricsAddr()) {
+		return errors.New("--pprof needs a loopback --metrics-addr (e.g. 127.0.0.1:9464): profiles show the process's memory")
+	}
 	return nil
+}
+
+// loopbackAddr reports whether addr (host:port) listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // DevMetricsAddr is where dev mode serves /metrics unless told otherwise.
