@@ -221,14 +221,9 @@ func whyNot(ctx context.Context, q sqlx.QueryerContext, id string, act Action, u
 	if _, err := Next(cur.State, act, cur.ExpiresAt, cur.Now); err != nil {
 		return fmt.Errorf("approvals: %s %s: %w", act, id, err)
 	}
-	// Nothing in the state machine stops it: a guard outside it did.
-	return fmt.Errorf("approvals: %s %s: %w", act, id, errGuard)
+	// The row changed between the update and the read: another caller won.
+	return fmt.Errorf("approvals: %s %s: %w", act, id, ErrAlreadyDecided)
 }
-
-// errGuard is whyNot's answer when the state machine allows the action but
-// the guarded statement did not: a condition beyond the request's state
-// (an agent or user suspended, a version changed) stopped it.
-var errGuard = errors.New("approvals: refused by a guard")
 
 // Poll is what one token-endpoint poll found.
 type Poll struct {

@@ -45,10 +45,7 @@ func (t *Tx) ping(r Request, bearer *string) {
 // flushSQL writes a change's events and outbox rows in one statement. A ping
 // row is enqueued only for an agent registered for ping delivery.
 const flushSQL = `
-WITH ev AS (
-	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, subject, body)
-	SELECT kind, actor, request_id, agent_id, user_id, subject, coalesce(body, '{}')
-	FROM jsonb_to_recordset($1::jsonb) AS e(kind text, actor text, request_id uuid, agent_id text, user_id text, subject text, body jsonb)
+WITH ev AS (` + insertEventsSQL + `
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
 	SELECT 'ping', p.request_id, a.notify_url, p.bearer, p.expires_at
