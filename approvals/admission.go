@@ -223,10 +223,12 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 			}
 			applyRequirement(&req, need, version)
 		}
-		stored, err = insertRequest(ctx, q, req, a.lifetime)
+		stored, err = s.store.insertRequest(ctx, q, req, a.lifetime)
 		return err
 	}
 	if serial {
+		// Prepared on the pool before the change takes its connection.
+		_, _ = s.store.insertRequestStmt.prepare(ctx, s.store.db)
 		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error { return decide(t) })
 	} else {
 		// Nothing to read first: the insert is the whole change, one

@@ -15,11 +15,12 @@ import (
 )
 
 // counting is a database/sql connector that counts what reaches PostgreSQL:
-// statements (queries and execs, each one round trip with lib/pq's
-// single-round-trip parameters or a prepared statement) and transactions.
+// statements (queries and execs, plain or of a prepared statement: each one
+// round trip with lib/pq's single-round-trip parameters), preparations and
+// transactions.
 type counting struct {
 	driver.Connector
-	statements, begins atomic.Int64
+	statements, preparedRuns, prepares, begins atomic.Int64
 }
 
 func (c *counting) Connect(ctx context.Context) (driver.Conn, error) {
@@ -45,6 +46,32 @@ func (cc *countingConn) ExecContext(ctx context.Context, q string, args []driver
 	return cc.Conn.(driver.ExecerContext).ExecContext(ctx, q, args)
 }
 
+func (cc *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	cc.c.prepares.Add(1)
+	st, err := cc.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &countingStmt{Stmt: st, c: cc.c}, nil
+}
+
+type countingStmt struct {
+	driver.Stmt
+	c *counting
+}
+
+func (cs *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	cs.c.statements.Add(1)
+	cs.c.preparedRuns.Add(1)
+	return cs.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+func (cs *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	cs.c.statements.Add(1)
+	cs.c.preparedRuns.Add(1)
+	return cs.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
 func (cc *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	cc.c.begins.Add(1)
 	return cc.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
@@ -60,7 +87,7 @@ func (cc *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
 // TestAutoFlowStatements: with warm caches, an auto-allowed flow —
 // authenticate, bc-authorize, token — sends PostgreSQL at most 3 statements
 // and opens no explicit transaction (each statement commits by itself: 2
-// commits).
+// commits), every one of them prepared once on the connection and not again.
 func TestAutoFlowStatements(t *testing.T) {
 	conf := pgtest.NewConfig(t)
 	connector, err := pq.NewConnector(conf.URL())
@@ -70,6 +97,7 @@ func TestAutoFlowStatements(t *testing.T) {
 	cnt := &counting{Connector: connector}
 	db := sqlx.NewDb(sql.OpenDB(cnt), "postgres")
 	defer db.Close()
+	db.SetMaxOpenConns(1) // a statement prepared once stays prepared
 	l, err := NewListener(conf.URL(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,15 +153,21 @@ func TestAutoFlowStatements(t *testing.T) {
 		}
 	}
 	flow() // warms the caches
-	s0, b0 := cnt.statements.Load(), cnt.begins.Load()
+	s0, r0, p0, b0 := cnt.statements.Load(), cnt.preparedRuns.Load(), cnt.prepares.Load(), cnt.begins.Load()
 	const flows = 5
 	for range flows {
 		flow()
 	}
 	perFlow := float64(cnt.statements.Load()-s0) / flows
-	begins := cnt.begins.Load() - b0
-	t.Logf("per auto-allowed flow: %.1f statements, %d explicit transactions", perFlow, begins)
-	if perFlow > 3 || begins != 0 {
-		t.Errorf("an auto-allowed flow took %.1f statements and %d transactions; want at most 3 and none", perFlow, begins)
+	begins, prepares := cnt.begins.Load()-b0, cnt.prepares.Load()-p0
+	t.Logf("per auto-allowed flow: %.1f statements, %d explicit transactions; %d preparations in %d flows", perFlow, begins, prepares, flows)
+	if perFlow > 3 || perFlow < 2 || begins != 0 {
+		t.Errorf("an auto-allowed flow took %.1f statements and %d transactions; want 2 or 3 and none", perFlow, begins)
+	}
+	if runs := cnt.preparedRuns.Load() - r0; runs != cnt.statements.Load()-s0 {
+		t.Errorf("%d of the flows' %d statements ran prepared; want all (parsed and planned once per connection)", runs, cnt.statements.Load()-s0)
+	}
+	if prepares != 0 {
+		t.Errorf("%d statements were prepared again on a connection that had them; want none", prepares)
 	}
 }

@@ -157,13 +157,13 @@ SELECT ` + requestColumns + ` FROM r`
 // r.State says) that expires lifetime from now (the database's clock), with
 // its events, through q: the pool (then it is a change of its own) or an
 // admission's transaction.
-func insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration) (Request, error) {
+func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration) (Request, error) {
 	rule := ActorServer
 	if r.PolicyVersion != nil {
 		rule = ActorRule(*r.PolicyVersion, r.PolicyRule)
 	}
 	var out Request
-	err := q.QueryRowxContext(ctx, insertRequestSQL, r.ID, r.AgentID, r.UserID, r.State, r.Scope,
+	err := s.insertRequestStmt.row(ctx, s.db, q, r.ID, r.AgentID, r.UserID, r.State, r.Scope,
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
@@ -293,7 +293,7 @@ func (s *Store) Poll(ctx context.Context, id, agentID, jti string, ttl time.Dura
 		UserEmail string    `db:"user_email"`
 		Request
 	}
-	if err := s.db.QueryRowxContext(ctx, pollSQL, id, agentID, jti, ttl.Seconds()).StructScan(&row); err != nil {
+	if err := s.pollStmt.row(ctx, s.db, s.db, id, agentID, jti, ttl.Seconds()).StructScan(&row); err != nil {
 		return Poll{}, fmt.Errorf("approvals: poll %s: %w", id, translate(err))
 	}
 	return Poll{Request: row.Request, Issued: row.Issued, TooSoon: row.TooSoon, Now: row.Now, UserEmail: row.UserEmail}, nil
@@ -413,7 +413,7 @@ SELECT ` + requestColumns + ` FROM r`
 // when nothing was spent; the caller reads the request to say why.
 func (s *Store) Redeem(ctx context.Context, jti string, rs ResourceServer, detailsHash string) (Request, error) {
 	var r Request
-	err := s.db.QueryRowxContext(ctx, redeemSQL, jti, rs.ID, detailsHash, pq.StringArray(statesSQL(From(ActionRedeem))), rs.Audience).StructScan(&r)
+	err := s.redeemStmt.row(ctx, s.db, s.db, jti, rs.ID, detailsHash, pq.StringArray(statesSQL(From(ActionRedeem))), rs.Audience).StructScan(&r)
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: redeem: %w", translate(err))
 	}

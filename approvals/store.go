@@ -16,11 +16,21 @@ import (
 type Store struct {
 	db    *sqlx.DB
 	locks keyedLocks // admissions that read velocity, by agent and by user
+
+	// The hot path's statements, prepared on each connection.
+	insertRequestStmt, pollStmt, redeemStmt prepared
 }
 
 // NewStore returns a Store on db. Guards use the database's clock, so
 // replicas agree on time.
-func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+func NewStore(db *sqlx.DB) *Store {
+	return &Store{
+		db:                db,
+		insertRequestStmt: prepared{query: insertRequestSQL},
+		pollStmt:          prepared{query: pollSQL},
+		redeemStmt:        prepared{query: redeemSQL},
+	}
+}
 
 // Pool sizes of a production server. A change holds one connection for its
 // whole transaction and never a second, so a full pool only queues work.
