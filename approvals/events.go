@@ -45,6 +45,7 @@ const (
 	KindAgentSecretRotated   = "agent.secret_rotated"
 	KindAgentSuspended       = "agent.suspended"
 	KindAgentResumed         = "agent.resumed"
+	KindAgentReported        = "agent.reported"
 	KindUserCreated          = "user.created"
 	KindUserSuspended        = "user.suspended"
 	KindUserResumed          = "user.resumed"

@@ -1,0 +1,77 @@
+package approvals
+
+import (
+	"context"
+	"fmt"
+)
+
+// ReportReason is the decision reason of the requests a report denies.
+const ReportReason = "the user reported that they did not ask for this"
+
+// reportDenySQL denies every pending request of agent $1 for user $2 (the
+// reported one among them), keeping each one's notification token for its
+// ping.
+const reportDenySQL = `
+WITH before AS (
+	SELECT id AS before_id, client_notification_token AS before_token FROM requests
+	WHERE agent_id = $1 AND user_id = $2 AND state = 'pending'
+	FOR UPDATE
+)
+UPDATE requests
+SET version = version + 1, state = 'denied', decided_at = now(), decided_by = $2, decision_reason = $3,
+	client_notification_token = NULL
+FROM before
+WHERE id = before_id
+RETURNING before_token, ` + requestColumns
+
+// Report is a person's "this wasn't me" on request id: the agent that made
+// it is suspended until an admin resumes it (its tokens revoked), the
+// report is recorded, and the agent's pending requests for this person are
+// denied — one change. Only the request's own user may report it; for
+// anyone else the request does not exist (ErrNotFound).
+func (s *Service) Report(ctx context.Context, id string, user User) error {
+	if _, ok := parseUUID(id); !ok || user.Status != "active" {
+		return fmt.Errorf("approvals: report %s: %w", id, ErrNotFound)
+	}
+	actor := ActorUser(user.ID)
+	err := s.store.change(ctx, func(t *Tx) error {
+		var agentID string
+		if err := t.GetContext(ctx, &agentID, `SELECT agent_id FROM requests WHERE id = $1 AND user_id = $2`, id, user.ID); err != nil {
+			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
+		}
+		var got struct {
+			ID     string `db:"id"`
+			Before string `db:"before_status"`
+		}
+		if err := t.GetContext(ctx, &got, setAgentStatusSQL, agentID, "suspended"); err != nil {
+			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
+		}
+		t.record(Event{Kind: KindAgentReported, Actor: actor, RequestID: &id, AgentID: &agentID, UserID: &user.ID,
+			Body: mustJSON(map[string]any{"request_id": id})})
+		if got.Before != "suspended" {
+			if err := revokeTokensOf(ctx, t, "agent", agentID, actor, "agent reported by a user"); err != nil {
+				return err
+			}
+			t.record(Event{Kind: KindAgentSuspended, Actor: actor, AgentID: &agentID,
+				Body: mustJSON(map[string]any{"before": map[string]string{"status": got.Before},
+					"after": map[string]string{"status": "suspended"}, "reason": "reported by a user"})})
+		}
+		var rows []struct {
+			BeforeToken *string `db:"before_token"`
+			Request
+		}
+		if err := t.SelectContext(ctx, &rows, reportDenySQL, agentID, user.ID, ReportReason); err != nil {
+			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
+		}
+		for _, r := range rows {
+			t.record(newEvent(KindRequestDenied, actor, r.Request, map[string]any{"reason": ReportReason}))
+			t.ping(r.Request, r.BeforeToken)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.logger.WarnContext(ctx, "agent reported and suspended", "request", id, "user", user.ID)
+	return nil
+}

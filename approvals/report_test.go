@@ -1,0 +1,61 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+func TestReport(t *testing.T) {
+	ctx := context.Background()
+	f := newEventsFixture(t)
+	agent := f.newAgent(t, "Rogue")
+	reported := f.pendingFor(t, agent, "alice@example.com")
+	other := f.pendingFor(t, agent, "alice@example.com")
+	strangers := f.pendingFor(t, agent, "stranger@example.com")
+	_, tr := f.token(t, agent, "alice@example.com")
+	if claims, err := f.svc.Introspect(ctx, f.rs, tr.AccessToken); err != nil || claims == nil {
+		t.Fatalf("the agent's token before the report: %v %v, want active", claims, err)
+	}
+
+	// Nobody but the request's user may report it, and learns nothing.
+	if err := f.svc.Report(ctx, reported.Request.ID, f.stranger); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a stranger's report: %v, want ErrNotFound", err)
+	}
+	before := countEvents(t, f.db, "")
+	if err := f.svc.Report(ctx, reported.Request.ID, f.user); err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.store.Agent(ctx, agent.ID)
+	if err != nil || a.Status != "suspended" {
+		t.Fatalf("reported agent: %q %v", a.Status, err)
+	}
+	for _, c := range []Created{reported, other} {
+		r, _ := f.store.Request(ctx, c.Request.ID)
+		if r.State != StateDenied || r.DecisionReason != ReportReason {
+			t.Errorf("alice's pending request %s: %s %q, want denied", c.Request.ID, r.State, r.DecisionReason)
+		}
+	}
+	if r, _ := f.store.Request(ctx, strangers.Request.ID); r.State != StatePending {
+		t.Errorf("another user's request: %s, want still pending (the suspension refuses its token)", r.State)
+	}
+	if claims, err := f.svc.Introspect(ctx, f.rs, tr.AccessToken); err != nil || claims != nil {
+		t.Errorf("the reported agent's token introspects as %+v, %v; want inactive", claims, err)
+	}
+	got := eventDelta(before, countEvents(t, f.db, ""))
+	want := map[string]int{KindAgentReported: 1, KindAgentSuspended: 1, KindRequestDenied: 2, KindTokenRevoked: 1}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("events %v, want %v", got, want)
+			break
+		}
+	}
+	// Reporting again is not a second suspension.
+	before = countEvents(t, f.db, "")
+	if err := f.svc.Report(ctx, reported.Request.ID, f.user); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventDelta(before, countEvents(t, f.db, "")); got[KindAgentSuspended] != 0 || got[KindAgentReported] != 1 {
+		t.Errorf("second report wrote %v", got)
+	}
+}
