@@ -18,6 +18,8 @@
 //	state.go       the state machine as a pure function
 //	reviews.go     ApplyReview: what reviews add up to (pure)
 //	decide.go      Service.Review: persisting a review with compare-and-swap
+//	evidence.go    step-up evidence: its challenge, offline re-verification (pure), its amr
+//	storedevidence.go   re-verifying the evidence stored for a request
 //	events.go      the event spine's rows and kinds; listener.go its LISTEN side
 //	tx.go          one change = one transaction; its events and outbox rows
 //	tokens.go      issuing, redeeming, introspecting and revoking tokens

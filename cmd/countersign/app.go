@@ -23,7 +23,8 @@ import (
 
 // app is a process's wiring: the database and the domain service.
 type app struct {
-	db *sqlx.DB
+	cfg *Config
+	db  *sqlx.DB
 	// listener hears every replica's changes (serve only; Run it).
 	listener *approvals.Listener
 	svc      *approvals.Service
@@ -95,7 +96,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
 		Listener: listener,
 	})
-	return &app{db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
+	return &app{cfg: cfg, db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
 }
 
 // outboundPolicy says where requests to URLs that clients chose (ping

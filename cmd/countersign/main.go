@@ -45,6 +45,8 @@ Administration (each takes the database flags of migrate, and --json):
   countersign types apply -f FILE|DIR
   countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] [--acr-values V]… | history
   countersign keys rotate [--now [--force]] | list
+  countersign evidence verify REQUEST_ID [--issuer URL]
+                         re-verify a request's step-up evidence against its user's passkey; exit 1 if any fails
 
 Run 'countersign COMMAND --help' for a command's flags.
 `
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = policyCmd(ctx, rest, stdout, stderr, getenv)
 	case "keys":
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
+	case "evidence":
+		err = evidenceCmd(ctx, rest, stdout, stderr, getenv)
 	case "load":
 		err = loadCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":
