@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lib/pq"
@@ -140,9 +141,13 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 		rev := Review{RequestID: requestID, Reviewer: by.UserID, Verdict: in.Verdict, Reason: in.Reason,
 			AMR: pq.StringArray(nonNil(by.AMR)), Groups: cur.ReviewerGroups, Evidence: in.Evidence}
 		if in.Evidence != nil && rev.Verdict == VerdictApprove {
-			// The evidence proves a passkey with user verification (RFC 8176:
-			// hwk, user).
-			rev.AMR = append(rev.AMR, "hwk", "user")
+			// What the evidence's authenticator data proves (RFC 8176: hwk or
+			// swk, user), beside what the reviewer's session says.
+			for _, m := range EvidenceAMR(in.Evidence.AuthenticatorData, false) {
+				if !slices.Contains(rev.AMR, m) {
+					rev.AMR = append(rev.AMR, m)
+				}
+			}
 		}
 		if !eligible(cur.Request, rev) {
 			// Before anything else: a reviewer who may not see the request
