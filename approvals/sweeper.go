@@ -47,6 +47,11 @@ func (s *Service) Sweep(ctx context.Context, interval time.Duration) {
 			} else if n > 0 {
 				s.logger.DebugContext(ctx, "client assertion jtis purged", "count", n)
 			}
+			if n, err := s.store.PurgeExpiredAccess(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "purging expired links, sessions and ceremonies failed", "err", err)
+			} else if n > 0 {
+				s.logger.DebugContext(ctx, "expired links, sessions and ceremonies purged", "count", n)
+			}
 			if n, err := s.store.PurgeVelocity(ctx); err != nil && ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "purging velocity counters failed", "err", err)
 			} else if n > 0 {

@@ -39,6 +39,9 @@ type NewUser struct {
 
 const userColumns = `id, email, name, roles, groups, user_code_hash, user_code_failures, user_code_locked_until, status, created_at`
 
+// prefixedUserColumns are userColumns of the users aliased u.
+const prefixedUserColumns = `u.id, u.email, u.name, u.roles, u.groups, u.user_code_hash, u.user_code_failures, u.user_code_locked_until, u.status, u.created_at`
+
 const createUserSQL = `
 INSERT INTO users (id, email, name, roles, groups, user_code_hash)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -83,6 +86,17 @@ func (s *Store) UserByHint(ctx context.Context, hint string) (User, error) {
 	var u User
 	if err := s.db.GetContext(ctx, &u, userByHintSQL, hint); err != nil {
 		return User{}, fmt.Errorf("approvals: user: %w", translate(err))
+	}
+	return u, nil
+}
+
+const userSQL = `SELECT ` + userColumns + ` FROM users WHERE id = $1`
+
+// User returns the user with id.
+func (s *Store) User(ctx context.Context, id string) (User, error) {
+	var u User
+	if err := s.db.GetContext(ctx, &u, userSQL, id); err != nil {
+		return User{}, fmt.Errorf("approvals: user %s: %w", id, translate(err))
 	}
 	return u, nil
 }

@@ -30,5 +30,58 @@ func (s *Server) routes() *http.ServeMux {
 	for _, p := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks.json"} {
 		mux.HandleFunc(p, s.getOnly)
 	}
+	if s.svc != nil {
+		s.approverRoutes(mux)
+	}
 	return mux
+}
+
+// approverRoutes are the people's pages: every one with the page headers
+// (CSP nonce, no framing, no caching), the session, and cross-origin
+// protection for what changes state.
+func (s *Server) approverRoutes(mux *http.ServeMux) {
+	page := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, pageHeaders(crossOrigin.Handler(s.withSession(h))))
+	}
+	mux.HandleFunc("GET /static/", s.assets.serve)
+
+	page("GET /{$}", s.inbox)
+	page("GET /signin", s.signInPage)
+	page("POST /signout", s.signOut)
+	page("POST /signout/everywhere", s.signOutEverywhere)
+	page("GET /enroll/{token}", s.enrollPage)
+	if s.dev {
+		page("GET /signin/link/{token}", s.devSignIn)
+	}
+	page("GET /approve/{id}", s.consent)
+	page("POST /approve/{id}", s.decide)
+	page("POST /approve/{id}/report", s.report)
+	page("GET /settings", s.settings)
+	page("POST /settings/passkeys/rename", s.settingsAction(func(r *http.Request, si *signedIn) error {
+		return s.svc.Store().RenamePasskey(r.Context(), si.User.ID, r.PostFormValue("id"), r.PostFormValue("name"))
+	}))
+	page("POST /settings/passkeys/remove", s.settingsAction(func(r *http.Request, si *signedIn) error {
+		return s.svc.Store().RemovePasskey(r.Context(), si.User.ID, r.PostFormValue("id"))
+	}))
+	page("POST /settings/sessions/end", s.settingsAction(func(r *http.Request, si *signedIn) error {
+		return s.svc.Store().EndSessionByID(r.Context(), si.User.ID, r.PostFormValue("id"))
+	}))
+
+	ceremony := func(pattern string, h http.HandlerFunc) {
+		page(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if s.rp == nil {
+				jsonError(w, http.StatusServiceUnavailable, "passkeys are not available on this server")
+				return
+			}
+			h(w, r)
+		})
+	}
+	ceremony("POST /webauthn/enroll/begin", s.enrollBegin)
+	ceremony("POST /webauthn/enroll/finish", s.enrollFinish)
+	ceremony("POST /webauthn/signin/begin", s.signInBegin)
+	ceremony("POST /webauthn/signin/finish", s.signInFinish)
+	ceremony("POST /webauthn/passkeys/begin", s.addPasskeyBegin)
+	ceremony("POST /webauthn/passkeys/finish", s.addPasskeyFinish)
+	ceremony("POST /webauthn/step-up/begin", s.stepUpBegin)
+	ceremony("POST /webauthn/step-up/finish", s.stepUpFinish)
 }

@@ -5,6 +5,9 @@ package web
 import (
 	"log/slog"
 	"net/http"
+	"strings"
+
+	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +37,8 @@ type Options struct {
 	// Metrics, when set, receives the HTTP metrics (requests, latency and
 	// OAuth errors by route).
 	Metrics prometheus.Registerer
+	// Dev serves the development-only pages (the one-time sign-in link).
+	Dev bool
 }
 
 // Server holds the dependencies of every handler.
@@ -42,13 +47,29 @@ type Server struct {
 	svc     *approvals.Service
 	logger  *slog.Logger
 	metrics *httpMetrics
+
+	// The approver pages.
+	assets        assets
+	rp            *webauthn.WebAuthn
+	secureCookies bool // https issuer: __Host- cookies, Secure
+	dev           bool
 }
 
 // New returns a Server; its Handler serves the routes.
 func New(o Options) *Server {
-	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger, metrics: newHTTPMetrics(o.Metrics)}
+	s := &Server{db: o.DB, svc: o.Service, logger: o.Logger, metrics: newHTTPMetrics(o.Metrics), assets: loadAssets(), dev: o.Dev}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.svc != nil {
+		s.secureCookies = strings.HasPrefix(s.svc.Issuer(), "https://")
+		// The issuer was validated at start-up; a relying party that cannot
+		// be made leaves the passkey endpoints answering 503.
+		if rp, err := newRelyingParty(s.svc.Issuer()); err == nil {
+			s.rp = rp
+		} else {
+			s.logger.Error("passkeys unavailable", "issuer", s.svc.Issuer(), "err", err)
+		}
 	}
 	return s
 }

@@ -1,0 +1,122 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/countersign/countersign/rar"
+)
+
+// Consent is what the consent page shows one reviewer of one request.
+type Consent struct {
+	Request Request
+	Agent   Agent
+	// Summaries describe the elements (nil when the details no longer parse
+	// under the current types: the page then shows the canonical JSON).
+	Summaries []rar.Summary
+	// Reviews are the reviews so far, oldest first, with who made them.
+	Reviews []NamedReview
+	// Quorum is the progress of each group the request needs approvals from.
+	Quorum []QuorumProgress
+	// Mine is the reviewer's own review, if they made one.
+	Mine *Review
+	// CanReview says whether the reviewer may still decide: the request is
+	// pending and live, and they may review it and have not.
+	CanReview bool
+	// ApprovalCounts says whether the reviewer's approval would count
+	// towards what the request needs (a deny always counts).
+	ApprovalCounts bool
+	// MayReport says whether the reviewer may report the request as not
+	// theirs ("this wasn't me"): it is their own and still pending.
+	MayReport bool
+	// UserApproval says whether the request's own user must approve and
+	// has not yet.
+	UserApproval bool
+	Now          time.Time
+}
+
+// NamedReview is a review with its reviewer's email and name.
+type NamedReview struct {
+	Review
+	Email, Name string
+}
+
+// QuorumProgress is how far a request is with one group's approvals.
+type QuorumProgress struct {
+	Group    string
+	N        int // approvals the group must give
+	Approved int // approvals it has given that count
+}
+
+const consentRequestSQL = `SELECT now() AS now, ` + requestColumns + ` FROM requests WHERE id = $1`
+
+const namedReviewsSQL = `
+SELECT v.request_id, v.reviewer, v.verdict, v.reason, v.amr, v.groups, v.created_at, u.email, u.name,
+	v.evidence_id IS NOT NULL AS has_evidence
+FROM reviews v JOIN users u ON u.id = v.reviewer
+WHERE v.request_id = $1
+ORDER BY v.created_at, v.reviewer`
+
+// Consent returns request id as user may see it. A request that does not
+// exist and one user may not see (not theirs, and of no quorum group of
+// theirs) are the same ErrNotFound, so a consent URL tells nobody else
+// anything.
+func (s *Service) Consent(ctx context.Context, id string, user User) (Consent, error) {
+	if _, ok := parseUUID(id); !ok || user.Status != "active" {
+		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, ErrNotFound)
+	}
+	var cur struct {
+		Now time.Time `db:"now"`
+		Request
+	}
+	if err := s.store.db.GetContext(ctx, &cur, consentRequestSQL, id); err != nil {
+		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, translate(err))
+	}
+	r := cur.Request
+	self := Review{Reviewer: user.ID, Groups: user.Groups}
+	if !eligible(r, self) {
+		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, ErrNotFound)
+	}
+	agent, err := s.store.Agent(ctx, r.AgentID)
+	if err != nil {
+		return Consent{}, err
+	}
+	var rows []struct {
+		NamedReview
+		HasEvidence bool `db:"has_evidence"`
+	}
+	if err := s.store.db.SelectContext(ctx, &rows, namedReviewsSQL, id); err != nil && !errors.Is(err, ErrNotFound) {
+		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, err)
+	}
+	reg, _, err := s.registry(ctx)
+	if err != nil {
+		return Consent{}, err
+	}
+	c := Consent{Request: r, Agent: agent, Summaries: summarize(reg, r), Now: cur.Now}
+	for _, row := range rows {
+		c.Reviews = append(c.Reviews, row.NamedReview)
+		if row.Reviewer == user.ID {
+			mine := row.Review
+			c.Mine = &mine
+		}
+	}
+	for _, q := range r.Quorum {
+		p := QuorumProgress{Group: q.Group, N: q.N}
+		for _, x := range c.Reviews {
+			if x.Verdict == VerdictApprove && inQuorum(r, q, x.Review) {
+				p.Approved++
+			}
+		}
+		c.Quorum = append(c.Quorum, p)
+	}
+	c.CanReview = r.State == StatePending && cur.Now.Before(r.ExpiresAt) && c.Mine == nil
+	c.ApprovalCounts = c.CanReview && counts(r, self)
+	c.MayReport = c.CanReview && r.UserID == user.ID
+	c.UserApproval = needsUser(r) && !slices.ContainsFunc(c.Reviews, func(x NamedReview) bool {
+		return x.Reviewer == r.UserID && x.Verdict == VerdictApprove
+	})
+	return c, nil
+}

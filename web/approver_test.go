@@ -1,0 +1,305 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/internal/pgtest"
+)
+
+// pageSession signs user in directly through the domain (the passkey
+// ceremonies have their own browser tests) and returns the cookie and the
+// session's form token.
+func (e *testEnv) pageSession(user approvals.User) (*http.Cookie, string) {
+	e.t.Helper()
+	token, sess, err := e.svc.Store().CreateSession(context.Background(), user.ID, []string{"hwk", "user"}, "test", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &http.Cookie{Name: devSessionCookie, Value: token}, sess.CSRF
+}
+
+// page GETs path with cookie c (nil: signed out), not following redirects.
+func (e *testEnv) page(path string, c *http.Cookie) response {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if c != nil {
+		req.AddCookie(c)
+	}
+	return e.noRedirect(req)
+}
+
+// submit POSTs a page form to path with cookie c, as the browser would from
+// the server's own page.
+func (e *testEnv) submit(path string, c *http.Cookie, form url.Values) response {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if c != nil {
+		req.AddCookie(c)
+	}
+	return e.noRedirect(req)
+}
+
+func (e *testEnv) noRedirect(req *http.Request) response {
+	e.t.Helper()
+	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := cl.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+var nonceRE = regexp.MustCompile(`script-src 'nonce-([A-Za-z0-9+/]+)' 'strict-dynamic'`)
+
+func TestPageHeaders(t *testing.T) {
+	e := newTestEnv(t)
+	first := e.page("/signin", nil)
+	if first.Status != http.StatusOK {
+		t.Fatalf("GET /signin: %d %s", first.Status, first.Body)
+	}
+	csp := first.Header.Get("Content-Security-Policy")
+	m := nonceRE.FindStringSubmatch(csp)
+	if m == nil {
+		t.Fatalf("CSP %q has no nonce with strict-dynamic", csp)
+	}
+	for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %s", csp, want)
+		}
+	}
+	if !bytes.Contains(first.Body, []byte(`nonce="`+m[1]+`"`)) {
+		t.Errorf("the page's script does not carry the response's nonce %s:\n%s", m[1], first.Body)
+	}
+	if bytes.Contains(first.Body, []byte("<script>")) || regexp.MustCompile(`\son[a-z]+=`).Match(first.Body) {
+		t.Errorf("the page has an inline script or handler:\n%s", first.Body)
+	}
+	second := e.page("/signin", nil)
+	if m2 := nonceRE.FindStringSubmatch(second.Header.Get("Content-Security-Policy")); m2 == nil || m2[1] == m[1] {
+		t.Errorf("two responses share nonce %s", m[1])
+	}
+	for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+		if got := first.Header.Get(h); got != want {
+			t.Errorf("%s = %q, want %q", h, got, want)
+		}
+	}
+	// The stylesheet is served under its content hash, cached for a year.
+	css := regexp.MustCompile(`href="(/static/app\.[0-9a-f]{12}\.css)"`).FindSubmatch(first.Body)
+	if css == nil {
+		t.Fatalf("no hashed stylesheet link:\n%s", first.Body)
+	}
+	r := e.page(string(css[1]), nil)
+	if r.Status != http.StatusOK || !strings.Contains(r.Header.Get("Cache-Control"), "immutable") || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/css") {
+		t.Errorf("stylesheet: %d %v", r.Status, r.Header)
+	}
+}
+
+func TestConsentSessionBound(t *testing.T) {
+	e := newTestEnv(t)
+	_, reqID := e.authorize(e.agent, paymentEUR, url.Values{"binding_message": {"PAY-4711"}})
+
+	// Signed out: sign in, then back to the page.
+	r := e.page("/approve/"+reqID, nil)
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/signin?next=%2Fapprove%2F"+reqID {
+		t.Fatalf("signed out: %d %q", r.Status, r.Header.Get("Location"))
+	}
+
+	alice, _ := e.pageSession(e.user)
+	r = e.page("/approve/"+reqID, alice)
+	if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("PAY-4711")) || !bytes.Contains(r.Body, []byte("Test agent")) {
+		t.Fatalf("alice's own request: %d\n%s", r.Status, r.Body)
+	}
+
+	// Another signed-in user learns nothing: the same bytes as for a random
+	// id, and as for an id that is not one.
+	bob, _ := e.pageSession(e.newUser("bob@example.com", ""))
+	other := e.page("/approve/"+reqID, bob)
+	random := e.page("/approve/0b0e4c6e-57a5-4c71-9d5b-6f1f0c3e8a11", bob)
+	garbage := e.page("/approve/not-a-request", bob)
+	if other.Status != http.StatusNotFound || random.Status != http.StatusNotFound || garbage.Status != http.StatusNotFound {
+		t.Fatalf("statuses %d %d %d, want 404", other.Status, random.Status, garbage.Status)
+	}
+	if !bytes.Equal(other.Body, random.Body) || !bytes.Equal(other.Body, garbage.Body) {
+		t.Errorf("another user's request differs from a random id's page:\n%s\n---\n%s", other.Body, random.Body)
+	}
+	if bytes.Contains(other.Body, []byte("PAY-4711")) {
+		t.Error("the not-found page shows the binding message")
+	}
+}
+
+func TestDecideOnPage(t *testing.T) {
+	e := newTestEnv(t)
+	authReqID, reqID := e.authorize(e.agent, paymentEUR, nil)
+	alice, csrf := e.pageSession(e.user)
+
+	// No token, a wrong one, or a cross-site post: refused, nothing decided.
+	for name, form := range map[string]url.Values{
+		"no token":    {"verdict": {"approve"}},
+		"wrong token": {"verdict": {"approve"}, "csrf": {"x" + csrf}},
+	} {
+		if r := e.submit("/approve/"+reqID, alice, form); r.Status != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", name, r.Status)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/approve/"+reqID,
+		strings.NewReader(url.Values{"verdict": {"approve"}, "csrf": {csrf}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.AddCookie(alice)
+	if r := e.noRedirect(req); r.Status != http.StatusForbidden {
+		t.Errorf("cross-site post: %d, want 403", r.Status)
+	}
+	if r, _ := e.svc.Store().Request(context.Background(), reqID); r.State != approvals.StatePending {
+		t.Fatalf("a refused post changed the request: %s", r.State)
+	}
+
+	r := e.submit("/approve/"+reqID, alice, url.Values{"verdict": {"approve"}, "csrf": {csrf}})
+	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/approve/"+reqID {
+		t.Fatalf("approve: %d %q %s", r.Status, r.Header.Get("Location"), r.Body)
+	}
+	if tok := e.poll(e.agent, authReqID); tok.Status != http.StatusOK {
+		t.Fatalf("after approval the agent's poll: %d %s", tok.Status, tok.Body)
+	}
+	// A double click finds it decided: 409, and the page says what happened.
+	r = e.submit("/approve/"+reqID, alice, url.Values{"verdict": {"deny"}, "csrf": {csrf}})
+	if r.Status != http.StatusConflict || !bytes.Contains(r.Body, []byte("already decided")) || !bytes.Contains(r.Body, []byte("approved")) {
+		t.Errorf("second decision: %d\n%s", r.Status, r.Body)
+	}
+	if bytes.Contains(r.Body, []byte(`id="approve"`)) {
+		t.Error("a decided request still shows the Approve button")
+	}
+
+	// Deny with a reason.
+	_, reqID = e.authorize(e.agent, paymentEUR, nil)
+	r = e.submit("/approve/"+reqID, alice, url.Values{"verdict": {"deny"}, "reason": {"not this supplier"}, "csrf": {csrf}})
+	if r.Status != http.StatusSeeOther {
+		t.Fatalf("deny: %d %s", r.Status, r.Body)
+	}
+	got, _ := e.svc.Store().Request(context.Background(), reqID)
+	if got.State != approvals.StateDenied || got.DecisionReason != "not this supplier" {
+		t.Errorf("denied request: %s %v", got.State, got.DecisionReason)
+	}
+}
+
+func TestInboxPage(t *testing.T) {
+	e := newTestEnv(t)
+	_, reqID := e.authorize(e.agent, paymentEUR, nil)
+	if r := e.page("/", nil); r.Status != http.StatusSeeOther || !strings.HasPrefix(r.Header.Get("Location"), "/signin") {
+		t.Fatalf("signed out inbox: %d %q", r.Status, r.Header.Get("Location"))
+	}
+	alice, _ := e.pageSession(e.user)
+	r := e.page("/", alice)
+	if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte(`href="/approve/`+reqID+`"`)) || !bytes.Contains(r.Body, []byte("Test agent")) {
+		t.Fatalf("inbox: %d\n%s", r.Status, r.Body)
+	}
+	bob, _ := e.pageSession(e.newUser("bob@example.com", ""))
+	if r := e.page("/", bob); bytes.Contains(r.Body, []byte(reqID)) {
+		t.Error("bob's inbox lists alice's request")
+	}
+}
+
+func TestSessionCookies(t *testing.T) {
+	for _, tc := range []struct {
+		issuer, name string
+		secure       bool
+	}{
+		{"https://countersign.test", sessionCookie, true},
+		{"http://localhost:8080", devSessionCookie, false},
+	} {
+		db := pgtest.New(t)
+		e := newTestEnvOn(t, db, func(c *approvals.Config) { c.Issuer = tc.issuer }, nil)
+		srv := New(Options{DB: db, Service: e.svc, Dev: true})
+		link, err := e.svc.Store().SignInLink(context.Background(), e.user.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/signin/link/"+link.Token, nil))
+		if rec.Code != http.StatusSeeOther {
+			t.Fatalf("%s: sign-in link: %d %s", tc.issuer, rec.Code, rec.Body)
+		}
+		cookies := rec.Result().Cookies()
+		if len(cookies) != 1 {
+			t.Fatalf("%s: cookies %v", tc.issuer, cookies)
+		}
+		c := cookies[0]
+		if c.Name != tc.name || c.Secure != tc.secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "" {
+			t.Errorf("%s: cookie %+v", tc.issuer, c)
+		}
+		// The link is one-time.
+		rec = httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/signin/link/"+link.Token, nil))
+		if rec.Code != http.StatusGone {
+			t.Errorf("%s: second use of the link: %d", tc.issuer, rec.Code)
+		}
+	}
+	// Without dev mode there is no sign-in link page.
+	e := newTestEnv(t)
+	if r := e.page("/signin/link/anything", nil); r.Status != http.StatusNotFound {
+		t.Errorf("sign-in link outside dev mode: %d", r.Status)
+	}
+}
+
+func TestSessionTimeoutsOnPages(t *testing.T) {
+	e := newTestEnv(t)
+	alice, _ := e.pageSession(e.user)
+	if r := e.page("/", alice); r.Status != http.StatusOK {
+		t.Fatalf("fresh session: %d", r.Status)
+	}
+	e.exec(`UPDATE web_sessions SET last_seen_at = now() - interval '31 minutes'`)
+	r := e.page("/", alice)
+	if r.Status != http.StatusSeeOther || !strings.HasPrefix(r.Header.Get("Location"), "/signin") {
+		t.Fatalf("idle session: %d %q", r.Status, r.Header.Get("Location"))
+	}
+	if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, devSessionCookie+"=;") || !strings.Contains(sc, "Max-Age=0") {
+		t.Errorf("the dead session's cookie is not cleared: %q", sc)
+	}
+	alice, _ = e.pageSession(e.user)
+	e.exec(`UPDATE web_sessions SET created_at = now() - interval '12 hours 1 minute', last_seen_at = now()`)
+	if r := e.page("/", alice); r.Status != http.StatusSeeOther {
+		t.Errorf("session past its absolute lifetime: %d", r.Status)
+	}
+}
+
+func TestSignOut(t *testing.T) {
+	e := newTestEnv(t)
+	alice, csrf := e.pageSession(e.user)
+	other, _ := e.pageSession(e.user)
+	if r := e.submit("/signout", alice, url.Values{"csrf": {csrf}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", r.Status)
+	}
+	if r := e.page("/", alice); r.Status != http.StatusSeeOther {
+		t.Errorf("signed-out session still works: %d", r.Status)
+	}
+	if r := e.page("/", other); r.Status != http.StatusOK {
+		t.Fatalf("the other session ended too: %d", r.Status)
+	}
+	third, csrf3 := e.pageSession(e.user)
+	if r := e.submit("/signout/everywhere", third, url.Values{"csrf": {csrf3}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("sign out everywhere: %d", r.Status)
+	}
+	if r := e.page("/", other); r.Status != http.StatusSeeOther {
+		t.Errorf("sign out everywhere left a session: %d", r.Status)
+	}
+}

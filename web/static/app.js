@@ -1,0 +1,192 @@
+// Countersign approver pages: passkeys and countdowns. Everything here is an
+// addition: reading and deciding work without it.
+"use strict";
+
+const b64u = {
+  encode(buf) {
+    const bytes = new Uint8Array(buf);
+    let s = "";
+    for (const b of bytes) s += String.fromCharCode(b);
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+  decode(str) {
+    const s = atob(str.replace(/-/g, "+").replace(/_/g, "/"));
+    const out = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out.buffer;
+  },
+};
+
+function csrf() {
+  const el = document.querySelector("input[name=csrf]");
+  return el ? el.value : "";
+}
+
+async function post(url, body) {
+  const res = await fetch(url, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: JSON.stringify(body || {}),
+  });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(data.error || ("the server answered " + res.status));
+  return data;
+}
+
+function creationOptions(o) {
+  const pk = o.publicKey;
+  pk.challenge = b64u.decode(pk.challenge);
+  pk.user.id = b64u.decode(pk.user.id);
+  (pk.excludeCredentials || []).forEach((c) => { c.id = b64u.decode(c.id); });
+  return o;
+}
+
+function requestOptions(o) {
+  const pk = o.publicKey;
+  pk.challenge = b64u.decode(pk.challenge);
+  (pk.allowCredentials || []).forEach((c) => { c.id = b64u.decode(c.id); });
+  return o;
+}
+
+function attestation(cred) {
+  return {
+    id: cred.id, rawId: b64u.encode(cred.rawId), type: cred.type,
+    response: {
+      clientDataJSON: b64u.encode(cred.response.clientDataJSON),
+      attestationObject: b64u.encode(cred.response.attestationObject),
+      transports: cred.response.getTransports ? cred.response.getTransports() : [],
+    },
+    clientExtensionResults: cred.getClientExtensionResults(),
+  };
+}
+
+function assertion(cred) {
+  return {
+    id: cred.id, rawId: b64u.encode(cred.rawId), type: cred.type,
+    response: {
+      clientDataJSON: b64u.encode(cred.response.clientDataJSON),
+      authenticatorData: b64u.encode(cred.response.authenticatorData),
+      signature: b64u.encode(cred.response.signature),
+      userHandle: cred.response.userHandle ? b64u.encode(cred.response.userHandle) : null,
+    },
+    clientExtensionResults: cred.getClientExtensionResults(),
+  };
+}
+
+function say(text) {
+  const el = document.getElementById("status");
+  if (el) el.textContent = text;
+}
+
+async function register(beginURL, finishURL, extra) {
+  const begin = await post(beginURL, extra);
+  const cred = await navigator.credentials.create(creationOptions(begin.options));
+  return post(finishURL, Object.assign({ challenge: begin.challenge, credential: attestation(cred) }, extra));
+}
+
+function wireEnroll() {
+  const form = document.getElementById("enroll");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    say("Follow your browser's prompt to create the passkey…");
+    try {
+      const done = await register("/webauthn/enroll/begin", "/webauthn/enroll/finish",
+        { token: form.dataset.token, name: form.elements.name.value });
+      location.assign(done.next || "/");
+    } catch (err) {
+      say("The passkey was not created: " + err.message);
+    }
+  });
+}
+
+function wireAddPasskey() {
+  const form = document.getElementById("add-passkey");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await register("/webauthn/passkeys/begin", "/webauthn/passkeys/finish", { name: "Passkey" });
+      location.reload();
+    } catch (err) {
+      say("The passkey was not added: " + err.message);
+    }
+  });
+}
+
+async function signIn(form, mediation) {
+  const begin = await post("/webauthn/signin/begin", {});
+  const opts = requestOptions(begin.options);
+  if (mediation) opts.mediation = mediation;
+  const cred = await navigator.credentials.get(opts);
+  const done = await post("/webauthn/signin/finish", { challenge: begin.challenge, credential: assertion(cred), next: form.dataset.next });
+  location.assign(done.next || "/");
+}
+
+function wireSignIn() {
+  const form = document.getElementById("signin");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    say("Follow your browser's prompt to use your passkey…");
+    try {
+      await signIn(form);
+    } catch (err) {
+      say("You were not signed in: " + err.message);
+    }
+  });
+  if (window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable) {
+    PublicKeyCredential.isConditionalMediationAvailable().then((ok) => {
+      if (ok) signIn(form, "conditional").catch(() => {});
+    });
+  }
+}
+
+function wireCountdowns() {
+  const els = document.querySelectorAll("time.countdown");
+  if (!els.length) return;
+  const tick = () => {
+    const now = Date.now();
+    els.forEach((el) => {
+      const left = Math.round((Date.parse(el.getAttribute("datetime")) - now) / 1000);
+      if (left <= 0) { el.textContent = "expired"; return; }
+      const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+      el.textContent = h > 0 ? `${h}h ${String(m).padStart(2, "0")}m left`
+        : m > 0 ? `${m}m ${String(s).padStart(2, "0")}s left` : `${s}s left`;
+    });
+  };
+  tick();
+  setInterval(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wireEnroll();
+  wireAddPasskey();
+  wireSignIn();
+  wireCountdowns();
+});
+
+// Step-up: Approve on a request that needs it signs the request with a
+// passkey (user verification required) instead of posting the form.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("approve-form");
+  if (!form || form.dataset.stepUp !== "true") return;
+  const id = form.action.split("/").pop();
+  const status = document.createElement("p");
+  status.setAttribute("role", "status");
+  status.setAttribute("aria-live", "polite");
+  form.after(status);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    status.textContent = "Confirm with your passkey…";
+    try {
+      const begin = await post("/webauthn/step-up/begin", { request: id });
+      const cred = await navigator.credentials.get(requestOptions(begin.options));
+      const done = await post("/webauthn/step-up/finish", { request: id, challenge: begin.challenge, credential: assertion(cred) });
+      location.assign(done.next);
+    } catch (err) {
+      status.textContent = "Not approved: " + err.message;
+    }
+  });
+});
