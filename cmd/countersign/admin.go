@@ -198,7 +198,7 @@ func checkTypes(ctx context.Context, a *app, types []string) error {
 
 func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return errUsage{fmt.Errorf("users: want add, list or suspend")}
+		return errUsage{fmt.Errorf("users: want add, invite, list, suspend or resume")}
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -223,6 +223,29 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 				return printJSON(stdout, u)
 			}
 			fmt.Fprintf(stdout, "User %s created (id %s).\n", u.Email, u.ID)
+			return nil
+		})
+	case "invite":
+		var email, name string
+		var asJSON bool
+		return adminCmd(ctx, "users invite", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
+			fs.StringVar(&email, "email", "", "the user's email address (required); the user is created if there is none")
+			fs.StringVar(&name, "name", "", "display name of a user created now")
+			fs.BoolVar(&asJSON, "json", false, `print {"user_id", "email", "enrollment_url", "expires_at"}`)
+		}, func(ctx context.Context, a *app) error {
+			if email == "" {
+				return errUsage{fmt.Errorf("users invite: --email is required")}
+			}
+			u, l, err := a.svc.Store().InviteUser(ctx, email, name)
+			if err != nil {
+				return domainError(err)
+			}
+			link := issuer(a.cfg) + "/enroll/" + l.Token
+			if asJSON {
+				return printJSON(stdout, map[string]any{"user_id": u.ID, "email": u.Email, "enrollment_url": link,
+					"expires_at": l.ExpiresAt.UTC().Format(time.RFC3339)})
+			}
+			fmt.Fprintf(stdout, "Enrollment link for %s (one use, until %s):\n  %s\n", u.Email, l.ExpiresAt.UTC().Format(time.RFC3339), link)
 			return nil
 		})
 	case "list":
@@ -260,7 +283,7 @@ func usersCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return nil
 		})
 	}
-	return errUsage{fmt.Errorf("users: unknown subcommand %q (want add, list, suspend or resume)", sub)}
+	return errUsage{fmt.Errorf("users: unknown subcommand %q (want add, invite, list, suspend or resume)", sub)}
 }
 
 func resourcesCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -337,5 +339,52 @@ func TestAdminWithoutKEK(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "no key-encryption key") {
 		t.Fatalf("keys rotate without a KEK: %v\n%s", err, out)
+	}
+}
+
+// TestUsersInvite: users invite creates the user if needed and prints a
+// one-time enrollment link whose secret the database keeps only hashed.
+func TestUsersInvite(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	url := conf.URL()
+	var out map[string]any
+	raw := cli(t, url, "users", "invite", "--email", "Carol@Example.com", "--name", "Carol", "--issuer", "https://countersign.test", "--json")
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("users invite --json: %v\n%s", err, raw)
+	}
+	if len(out) != 4 || out["email"] != "carol@example.com" || !strings.HasPrefix(out["user_id"].(string), "usr_") {
+		t.Fatalf("users invite --json: %s", raw)
+	}
+	link := out["enrollment_url"].(string)
+	token, ok := strings.CutPrefix(link, "https://countersign.test/enroll/")
+	if !ok || len(token) != 43 {
+		t.Fatalf("enrollment_url %q", link)
+	}
+	exp, err := time.Parse(time.RFC3339, out["expires_at"].(string))
+	if err != nil || exp.Sub(time.Now()) < 23*time.Hour || exp.Sub(time.Now()) > 25*time.Hour {
+		t.Errorf("expires_at %v (%v), want in 24 h", out["expires_at"], err)
+	}
+	db := sqlx.MustConnect("postgres", url)
+	defer db.Close()
+	store := approvals.NewStore(db)
+	u, err := store.LinkUser(context.Background(), approvals.LinkEnroll, token)
+	if err != nil || u.ID != out["user_id"] {
+		t.Fatalf("the printed link is not the user's: %v %v", u.ID, err)
+	}
+	var leaks int
+	if err := db.Get(&leaks, `SELECT (SELECT count(*) FROM user_links WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%')
+		+ (SELECT count(*) FROM audit_events WHERE body::text LIKE '%' || $1 || '%')`, token); err != nil || leaks != 0 {
+		t.Errorf("the link's secret is stored in clear (%d rows, %v)", leaks, err)
+	}
+	// Inviting again keeps the user and makes a new link; both work until used.
+	again := cli(t, url, "users", "invite", "--email", "carol@example.com", "--issuer", "https://countersign.test")
+	if !strings.Contains(again, "https://countersign.test/enroll/") || strings.Contains(again, token) {
+		t.Errorf("second invite: %s", again)
+	}
+	if _, err := store.ConsumeLink(context.Background(), approvals.LinkEnroll, token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ConsumeLink(context.Background(), approvals.LinkEnroll, token); !errors.Is(err, approvals.ErrNotFound) {
+		t.Errorf("a spent link was spent again: %v", err)
 	}
 }

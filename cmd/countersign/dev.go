@@ -45,12 +45,24 @@ func seedDemo(ctx context.Context, a *app, w io.Writer) error {
 	}
 
 	store := a.svc.Store()
-	if _, err := store.UserByHint(ctx, demoUserEmail); errors.Is(err, approvals.ErrNotFound) {
-		if _, err := store.CreateUser(ctx, approvals.NewUser{Email: demoUserEmail, Name: "Alice (demo)", Groups: []string{"maintainers"}}); err != nil {
+	user, err := store.UserByHint(ctx, demoUserEmail)
+	if errors.Is(err, approvals.ErrNotFound) {
+		if user, err = store.CreateUser(ctx, approvals.NewUser{Email: demoUserEmail, Name: "Alice (demo)", Groups: []string{"maintainers"}}); err != nil {
 			return fmt.Errorf("demo user: %w", err)
 		}
 	} else if err != nil {
 		return err
+	}
+	// A fresh enrollment link at every start (a passkey can be added to the
+	// demo user any time), and a one-time sign-in link for browsers
+	// without a passkey provider.
+	_, enroll, err := store.InviteUser(ctx, demoUserEmail, "")
+	if err != nil {
+		return fmt.Errorf("demo user: %w", err)
+	}
+	signIn, err := store.SignInLink(ctx, user.ID)
+	if err != nil {
+		return fmt.Errorf("demo user: %w", err)
 	}
 
 	agentID, agentSecret, err := demoAgent(ctx, store, names)
@@ -69,6 +81,11 @@ Countersign dev server: %[1]s
   demo agent:           client_id %[3]s  client_secret %[4]s
   demo resource server: client_id %[5]s  client_secret %[6]s  (audience %[7]s)
 
+Enroll the demo user's passkey, then approve in the inbox (%[1]s/):
+  %[9]s
+No passkey provider in this browser? Dev only, one use, 15 minutes (step-up still needs a passkey):
+  %[10]s
+
 Ask for approval as the demo agent:
   curl -s -u '%[3]s:%[4]s' %[1]s/bc-authorize -d scope=openid -d login_hint=%[2]s \
     --data-urlencode 'binding_message=Invoice 4711' \
@@ -76,7 +93,8 @@ Ask for approval as the demo agent:
 Then poll with the auth_req_id it returns (every "interval" seconds):
   curl -s -u '%[3]s:%[4]s' %[1]s/token -d grant_type=urn:openid:params:grant-type:ciba -d auth_req_id=AUTH_REQ_ID
 
-`, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr)
+`, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr,
+		base+"/enroll/"+enroll.Token, base+"/signin/link/"+signIn.Token)
 	return nil
 }
 

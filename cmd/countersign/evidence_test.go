@@ -16,18 +16,6 @@ import (
 	"github.com/countersign/countersign/internal/softauthn"
 )
 
-// passkeysStandIn creates the passkeys table if no migration has made it.
-// STAND-IN until migration 00012 (the approver pages' passkeys) lands: it
-// has only the columns evidence verify reads, and the real table wins when
-// it exists. Remove it then.
-const passkeysStandIn = `
-CREATE TABLE IF NOT EXISTS passkeys (
-	credential_id   bytea NOT NULL UNIQUE,
-	public_key      bytea NOT NULL,
-	user_id         text NOT NULL REFERENCES users (id),
-	backup_eligible boolean NOT NULL DEFAULT false
-)`
-
 // runCLI runs the binary and returns its stdout, stderr and exit status.
 func runCLI(t *testing.T, environ []string, args ...string) (string, string, int) {
 	t.Helper()
@@ -69,9 +57,6 @@ func newEvidenceFixture(t *testing.T) evidenceFixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	ctx := context.Background()
-	if _, err := db.Exec(passkeysStandIn); err != nil {
-		t.Fatal(err)
-	}
 	store := approvals.NewStore(db)
 	types := approvals.NewTypeStore(store)
 	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
@@ -116,7 +101,7 @@ func newEvidenceFixture(t *testing.T) evidenceFixture {
 		a    *softauthn.Authenticator
 		user string
 	}{{f.authn, f.user.ID}, {otherKey, f.other.ID}} {
-		if _, err := db.Exec(`INSERT INTO passkeys (credential_id, public_key, user_id, backup_eligible) VALUES ($1, $2, $3, false)`,
+		if _, err := db.Exec(`INSERT INTO passkeys (credential_id, public_key, user_id, backup_eligible, name) VALUES ($1, $2, $3, false, 'Test key')`,
 			pk.a.CredentialID, pk.a.PublicKey, pk.user); err != nil {
 			t.Fatal(err)
 		}

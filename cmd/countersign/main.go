@@ -40,6 +40,7 @@ Administration (each takes the database flags of migrate, and --json):
                          [--auth client_secret_basic|client_secret_post|private_key_jwt --jwks-file F|--jwks-url U]
   countersign agents list | rotate-secret | suspend | resume --client-id ID
   countersign users add --email E [--name N] [--role R]… [--group G]… [--user-code C]
+  countersign users invite --email E [--name N] [--json]
   countersign users list | suspend | resume --user ID_OR_EMAIL
   countersign resources add --name N --audience URL [--types t1,t2] | list
   countersign types apply -f FILE|DIR

@@ -58,7 +58,9 @@ func start(t *testing.T, cmd *exec.Cmd) (*proc, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
+	if cmd.Stdout == nil {
+		cmd.Stdout = io.Discard
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

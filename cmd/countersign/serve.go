@@ -53,7 +53,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	defer func() { stopWorker(); <-workerDone }()
 
 	srv := &http.Server{
-		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics}).Handler(),
+		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics, Dev: cfg.Dev}).Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
