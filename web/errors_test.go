@@ -114,6 +114,9 @@ func TestClientGoneIsNotAnInternalError(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
 		}
+		if strings.HasPrefix(rec.Msg, "passkeys unavailable") {
+			continue // the start-up warning of a test server whose issuer is an IP address
+		}
 		if rec.Level == "ERROR" || rec.Level == "WARN" || strings.Contains(rec.Msg, "internal error") {
 			t.Errorf("a client hanging up was logged as %s %q:\n%s", rec.Level, rec.Msg, line)
 		}

@@ -68,7 +68,7 @@ func New(o Options) *Server {
 		if rp, err := newRelyingParty(s.svc.Issuer()); err == nil {
 			s.rp = rp
 		} else {
-			s.logger.Error("passkeys unavailable", "issuer", s.svc.Issuer(), "err", err)
+			s.logger.Warn("passkeys unavailable: the issuer's host must be a domain name (WebAuthn refuses IP addresses)", "issuer", s.svc.Issuer(), "err", err)
 		}
 	}
 	return s
