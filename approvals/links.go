@@ -111,12 +111,22 @@ SELECT ` + prefixedUserColumns + ` FROM l JOIN users u ON u.id = l.user_id`
 // a suspended user (the link is spent all the same).
 func (s *Store) ConsumeLink(ctx context.Context, purpose LinkPurpose, token string) (User, error) {
 	var u User
+	var refused error
 	err := s.change(ctx, func(t *Tx) error {
 		var err error
 		u, err = consumeLink(ctx, t, purpose, token)
+		if errors.Is(err, ErrSuspended) {
+			refused, err = err, nil // commit: the link is spent
+		}
 		return err
 	})
-	return u, err
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return User{}, err
+	}
+	return u, nil
 }
 
 func consumeLink(ctx context.Context, t *Tx, purpose LinkPurpose, token string) (User, error) {
