@@ -7,6 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/examples/demo"
+	"github.com/countersign/countersign/rar"
 )
 
 // together runs fn n times at once, released together, and returns the errors.
@@ -197,4 +200,56 @@ func TestUsePasskeyCounter(t *testing.T) {
 			t.Errorf("a counterless authenticator: %v", err)
 		}
 	}
+}
+
+// A request reads as the agent wrote it, under the type versions it was made
+// with, even after an admin applies a new version of its type.
+func TestSummaryUsesTheRequestsTypeVersions(t *testing.T) {
+	ctx := context.Background()
+	f := newRaceFixture(t)
+	before := f.pending(t)
+	defs, err := demo.TypeDefinitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range defs {
+		if defs[i].Name == "payment_initiation" {
+			defs[i].Summary = "Version two of the payment sentence"
+		}
+	}
+	if _, err := NewTypeStore(f.store).Apply(ctx, defs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.svc.Consent(ctx, before.Request.ID, f.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Summaries) != 1 || strings.Contains(c.Summaries[0].Sentence, "Version two") || !strings.Contains(c.Summaries[0].Sentence, "Alice Smith") {
+		t.Errorf("a request made under version 1 reads %q after version 2 was applied; want its own version's sentence", sentences(c.Summaries))
+	}
+	later := before.Request
+	later.TypeVersions = TypeVersions{"payment_initiation": 2}
+	if got := sentences(f.svc.summarize(ctx, later)); got != "Version two of the payment sentence" {
+		t.Errorf("under version 2 the request reads %q", got)
+	}
+	in, err := f.svc.Inbox(ctx, f.user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Pending) != 1 || in.Pending[0].Sentence != c.Summaries[0].Sentence {
+		t.Errorf("the inbox reads %+v, want the consent page's sentence %q", in.Pending, c.Summaries[0].Sentence)
+	}
+	missing := before.Request
+	missing.TypeVersions = TypeVersions{"payment_initiation": 9}
+	if got := f.svc.summarize(ctx, missing); got != nil {
+		t.Errorf("an unknown version summarises as %q, want nothing (the page shows the JSON)", sentences(got))
+	}
+}
+
+func sentences(s []rar.Summary) string {
+	var out []string
+	for _, x := range s {
+		out = append(out, x.Sentence)
+	}
+	return strings.Join(out, " | ")
 }

@@ -14,8 +14,9 @@ import (
 type Consent struct {
 	Request Request
 	Agent   Agent
-	// Summaries describe the elements (nil when the details no longer parse
-	// under the current types: the page then shows the canonical JSON).
+	// Summaries describe the elements under the type versions the request
+	// was made with (nil when those cannot be read: the page then shows the
+	// canonical JSON).
 	Summaries []rar.Summary
 	// Reviews are the reviews so far, oldest first, with who made them.
 	Reviews []NamedReview
@@ -91,11 +92,7 @@ func (s *Service) Consent(ctx context.Context, id string, user User) (Consent, e
 	if err := s.store.db.SelectContext(ctx, &rows, namedReviewsSQL, id); err != nil && !errors.Is(err, ErrNotFound) {
 		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, err)
 	}
-	reg, _, err := s.registry(ctx)
-	if err != nil {
-		return Consent{}, err
-	}
-	c := Consent{Request: r, Agent: agent, Summaries: summarize(reg, r), Now: cur.Now}
+	c := Consent{Request: r, Agent: agent, Summaries: s.summarize(ctx, r), Now: cur.Now}
 	for _, row := range rows {
 		c.Reviews = append(c.Reviews, row.NamedReview)
 		if row.Reviewer == user.ID {

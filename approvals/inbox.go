@@ -81,10 +81,6 @@ func (s *Service) Inbox(ctx context.Context, user User, page int) (Inbox, error)
 	if err := s.store.db.SelectContext(ctx, &history, inboxHistorySQL, user.ID, InboxPageSize+1, page*InboxPageSize); err != nil {
 		return Inbox{}, fmt.Errorf("approvals: inbox: %w", err)
 	}
-	reg, _, err := s.registry(ctx)
-	if err != nil {
-		return Inbox{}, err
-	}
 	in := Inbox{Page: page, Now: time.Now()}
 	if len(history) > InboxPageSize {
 		in.More, history = true, history[:InboxPageSize]
@@ -94,7 +90,7 @@ func (s *Service) Inbox(ctx context.Context, user User, page int) (Inbox, error)
 			in.Now = r.Now
 		}
 		it := InboxItem{Request: r.Request, AgentName: r.AgentName}
-		if sums := summarize(reg, r.Request); len(sums) > 0 {
+		if sums := s.summarize(ctx, r.Request); len(sums) > 0 {
 			it.Sentence, it.Elements = sums[0].Sentence, len(sums)
 		}
 		return it
@@ -108,9 +104,15 @@ func (s *Service) Inbox(ctx context.Context, user User, page int) (Inbox, error)
 	return in, nil
 }
 
-// summarize describes r's details for a person; nil when they no longer
-// parse under the current types (the page then shows the canonical JSON).
-func summarize(reg *rar.Registry, r Request) []rar.Summary {
+// summarize describes r's details for a person, under the type versions
+// the request was made with; nil when they cannot be read (the page then
+// shows the canonical JSON).
+func (s *Service) summarize(ctx context.Context, r Request) []rar.Summary {
+	reg, err := s.types.RegistryAt(ctx, r.TypeVersions)
+	if err != nil {
+		s.logger.Warn("request types unavailable for a summary", "request", r.ID, "err", err)
+		return nil
+	}
 	d, err := reg.Parse([]byte(r.DetailsCanonical))
 	if err != nil {
 		return nil

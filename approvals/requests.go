@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/countersign/countersign/approvals/policy"
@@ -92,6 +95,29 @@ func (a *Amounts) Scan(src any) error { return jsonbScan(src, a) }
 // TypeVersions maps each request type in a request to the version of its
 // definition the request was validated against.
 type TypeVersions map[string]int
+
+// fingerprint names the versions in one string, the same for equal maps.
+func (t TypeVersions) fingerprint() string {
+	names := slices.Sorted(maps.Keys(t))
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s:%d", n, t[n])
+	}
+	return b.String()
+}
+
+// covers says whether t holds every type of u at u's version.
+func (t TypeVersions) covers(u TypeVersions) bool {
+	for n, v := range u {
+		if t[n] != v {
+			return false
+		}
+	}
+	return true
+}
 
 // Value implements driver.Valuer.
 func (t TypeVersions) Value() (driver.Value, error) { return jsonbValue(t, t == nil, "{}") }

@@ -77,7 +77,13 @@ type TypeStore struct {
 	key      string // fingerprint of the cached versions
 	registry *rar.Registry
 	versions TypeVersions
+	// past are registries of earlier versions, by fingerprint: a version
+	// never changes once applied, so they need no invalidation.
+	past map[string]*rar.Registry
 }
+
+// pastRegistries bounds TypeStore.past.
+const pastRegistries = 32
 
 // NewTypeStore returns a TypeStore on s.
 func NewTypeStore(s *Store) *TypeStore { return &TypeStore{store: s} }
@@ -208,6 +214,61 @@ func (ts *TypeStore) Registry(ctx context.Context) (*rar.Registry, TypeVersions,
 	if err := ts.store.db.SelectContext(ctx, &rows, currentTypesSQL); err != nil {
 		return nil, nil, fmt.Errorf("approvals: types: %w", err)
 	}
+	reg, versions, err := compileTypes(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts.key, ts.registry, ts.versions = key, reg, versions
+	return reg, versions, nil
+}
+
+const typeVersionsSQL = `
+SELECT v.name, v.version, v.definition, v.digest
+FROM request_type_versions v JOIN jsonb_each_text($1::jsonb) w ON w.key = v.name AND w.value::int = v.version
+ORDER BY v.name`
+
+// RegistryAt returns the compiled registry of exactly the type versions
+// given: what a request was checked against when it was made, so that a
+// person reviewing it later reads it as the agent wrote it, whatever types
+// were applied since.
+func (ts *TypeStore) RegistryAt(ctx context.Context, versions TypeVersions) (*rar.Registry, error) {
+	if len(versions) == 0 {
+		return nil, fmt.Errorf("approvals: types: %w", ErrNotFound)
+	}
+	key := versions.fingerprint()
+	ts.mu.Lock()
+	if ts.registry != nil && ts.versions.covers(versions) {
+		reg := ts.registry
+		ts.mu.Unlock()
+		return reg, nil
+	}
+	reg, ok := ts.past[key]
+	ts.mu.Unlock()
+	if ok {
+		return reg, nil
+	}
+	var rows []typeRow
+	if err := ts.store.db.SelectContext(ctx, &rows, typeVersionsSQL, versions); err != nil {
+		return nil, fmt.Errorf("approvals: types: %w", err)
+	}
+	if len(rows) != len(versions) {
+		return nil, fmt.Errorf("approvals: types %s: %w", key, ErrNotFound)
+	}
+	reg, _, err := compileTypes(rows)
+	if err != nil {
+		return nil, err
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.past == nil || len(ts.past) >= pastRegistries {
+		ts.past = map[string]*rar.Registry{}
+	}
+	ts.past[key] = reg
+	return reg, nil
+}
+
+// compileTypes compiles stored type versions into a registry.
+func compileTypes(rows []typeRow) (*rar.Registry, TypeVersions, error) {
 	types := make([]rar.Type, 0, len(rows))
 	versions := TypeVersions{}
 	for _, r := range rows {
@@ -226,6 +287,5 @@ func (ts *TypeStore) Registry(ctx context.Context) (*rar.Registry, TypeVersions,
 	if err != nil {
 		return nil, nil, fmt.Errorf("approvals: stored types do not compile: %w", err)
 	}
-	ts.key, ts.registry, ts.versions = key, reg, versions
 	return reg, versions, nil
 }

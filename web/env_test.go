@@ -46,6 +46,7 @@ type testEnv struct {
 	db     *sqlx.DB
 	svc    *approvals.Service
 	srv    *httptest.Server
+	base   string // the issuer: srv.URL, or http://localhost:PORT for browsers
 	user   approvals.User
 	agent  client // client_secret_basic, all demo types
 	post   client // client_secret_post, payment_initiation only
@@ -76,6 +77,14 @@ func newTestEnvWith(t testing.TB, configure func(*approvals.Config)) *testEnv {
 // server logging to logger (nil: nowhere).
 func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger) *testEnv {
 	t.Helper()
+	return newTestEnvAt(t, db, configure, logger, false)
+}
+
+// newTestEnvAt is newTestEnvOn; with localhost the issuer, the relying
+// party of passkeys and the pages' origin is http://localhost:PORT (WebAuthn
+// refuses IP addresses) and the dev-only pages are served.
+func newTestEnvAt(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger, localhost bool) *testEnv {
+	t.Helper()
 	ctx := context.Background()
 	store := approvals.NewStore(db)
 	keys, err := approvals.NewKeyStore(db, testKEK, nil)
@@ -96,13 +105,17 @@ func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), 
 	handler := http.NewServeMux()
 	e.srv = httptest.NewServer(handler)
 	t.Cleanup(e.srv.Close)
+	e.base = e.srv.URL
+	if localhost {
+		e.base = "http://localhost:" + e.srv.URL[strings.LastIndex(e.srv.URL, ":")+1:]
+	}
 	e.metrics = prometheus.NewRegistry()
-	cfg := approvals.Config{Issuer: e.srv.URL, KEK: testKEK, Metrics: approvals.NewMetrics(e.metrics)}
+	cfg := approvals.Config{Issuer: e.base, KEK: testKEK, Metrics: approvals.NewMetrics(e.metrics)}
 	if configure != nil {
 		configure(&cfg)
 	}
 	e.svc = approvals.NewService(store, types, keys, cfg)
-	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger, Metrics: e.metrics}).Handler())
+	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger, Metrics: e.metrics, Dev: localhost}).Handler())
 
 	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)

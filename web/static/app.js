@@ -115,10 +115,11 @@ function wireAddPasskey() {
   });
 }
 
-async function signIn(form, mediation) {
+async function signIn(form, mediation, signal) {
   const begin = await post("/webauthn/signin/begin", {});
   const opts = requestOptions(begin.options);
   if (mediation) opts.mediation = mediation;
+  if (signal) opts.signal = signal;
   const cred = await navigator.credentials.get(opts);
   const done = await post("/webauthn/signin/finish", { challenge: begin.challenge, credential: assertion(cred), next: form.dataset.next });
   location.assign(done.next || "/");
@@ -127,8 +128,12 @@ async function signIn(form, mediation) {
 function wireSignIn() {
   const form = document.getElementById("signin");
   if (!form) return;
+  // The autofill (conditional) request waits in the background; the button
+  // aborts it first, since a browser runs one WebAuthn request at a time.
+  let autofill = null;
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    if (autofill) { autofill.abort(); autofill = null; }
     say("Follow your browser's prompt to use your passkey…");
     try {
       await signIn(form);
@@ -138,7 +143,9 @@ function wireSignIn() {
   });
   if (window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable) {
     PublicKeyCredential.isConditionalMediationAvailable().then((ok) => {
-      if (ok) signIn(form, "conditional").catch(() => {});
+      if (!ok) return;
+      autofill = new AbortController();
+      signIn(form, "conditional", autofill.signal).catch(() => {});
     });
   }
 }
