@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -12,11 +13,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/internal/browser"
 )
 
 // TestDevTask runs the README's `go tool task dev` on a data directory that
 // does not exist yet: it creates and starts a private cluster, migrates it and
-// serves /readyz 200; on SIGTERM it exits 0 and stops the cluster.
+// serves /readyz 200; a newcomer follows what it prints, in a browser, to an
+// approved request; on SIGTERM it exits 0 and stops the cluster.
 func TestDevTask(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the dev server; not in -short")
@@ -36,14 +40,16 @@ func TestDevTask(t *testing.T) {
 	}
 	cmd := exec.Command("go", "tool", "task", "dev")
 	cmd.Dir = root
-	cmd.Env = env("COUNTERSIGN_DATA_DIR="+dataDir, "COUNTERSIGN_ADDR=127.0.0.1:0")
+	listen, base := freeLocalhost(t) // the dev issuer is http://localhost:PORT
+	cmd.Env = env("COUNTERSIGN_DATA_DIR="+dataDir, "COUNTERSIGN_ADDR="+listen)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout := &lockedBuffer{}
 	cmd.Stdout = stdout
-	p, addr := start(t, cmd)
+	p, _ := start(t, cmd)
 
-	waitReady(t, "http://"+addr, time.Minute)
-	checkDevLinks(t, "http://"+addr, stdout.String())
+	waitReady(t, base, time.Minute)
+	checkDevLinks(t, base, stdout.String())
+	newcomerPath(t, stdout.String())
 	if _, err := os.Stat(filepath.Join(dataDir, "postgres", "PG_VERSION")); err != nil {
 		t.Fatalf("no private cluster under %s: %v", dataDir, err)
 	}
@@ -132,4 +138,63 @@ func checkDevLinks(t *testing.T, base, out string) {
 			t.Errorf("inbox after the sign-in link: %d\n%s", inbox.StatusCode, b)
 		}
 	}
+}
+
+// newcomerPath is the README's first minute, in headless Chromium with a
+// virtual passkey provider: the printed enrollment link makes a passkey,
+// the printed curl asks for approval, the request shows in the inbox,
+// Approve, and the printed poll returns the token.
+func newcomerPath(t *testing.T, out string) {
+	t.Helper()
+	enroll := regexp.MustCompile(`https?://\S+/enroll/[A-Za-z0-9_-]{43}`).FindString(out)
+	ask := regexp.MustCompile(`(?s)Ask for approval as the demo agent:\n(.*?)\nThen poll[^\n]*\n([^\n]*)\n`).FindStringSubmatch(out)
+	if enroll == "" || ask == nil {
+		t.Fatalf("the dev server printed no enrollment link or curl commands:\n%s", out)
+	}
+	tab := browser.New(t).NewTab(t)
+	tab.AddAuthenticator(t, nil)
+	tab.Navigate(t, enroll)
+	tab.Click(t, "#enroll button[type=submit]")
+	tab.WaitVisible(t, "#signout")
+	tab.WaitVisible(t, "#pending-empty")
+
+	var created struct {
+		AuthReqID   string `json:"auth_req_id"`
+		ApprovalURL string `json:"approval_url"`
+	}
+	if b := shell(t, ask[1]); json.Unmarshal(b, &created) != nil || created.AuthReqID == "" {
+		t.Fatalf("the printed curl answered %s", b)
+	}
+	tab.Navigate(t, strings.TrimSuffix(tab.URL(t), "/")+"/")
+	tab.WaitVisible(t, "#pending")
+	if got := tab.Text(t, "#pending"); !strings.Contains(got, "Demo agent") || !strings.Contains(got, "Alice Smith") {
+		t.Fatalf("the inbox lists %q, want the demo agent's payment", got)
+	}
+	tab.Click(t, "#pending a")
+	tab.WaitVisible(t, "#approve")
+	if tab.URL(t) != created.ApprovalURL {
+		t.Errorf("the inbox's card opened %s, want the approval_url %s", tab.URL(t), created.ApprovalURL)
+	}
+	if got := tab.Text(t, "#binding-message"); got != "Invoice 4711" {
+		t.Errorf("binding message %q, want the curl's", got)
+	}
+	tab.Click(t, "#approve")
+	tab.WaitVisible(t, "#outcome")
+	var token struct {
+		AccessToken string `json:"access_token"`
+		IDToken     string `json:"id_token"`
+	}
+	if b := shell(t, strings.ReplaceAll(ask[2], "AUTH_REQ_ID", created.AuthReqID)); json.Unmarshal(b, &token) != nil || token.AccessToken == "" || token.IDToken == "" {
+		t.Fatalf("the printed poll after Approve answered %s", b)
+	}
+}
+
+// shell runs a command line as a newcomer pastes it.
+func shell(t *testing.T, line string) []byte {
+	t.Helper()
+	out, err := exec.Command("bash", "-c", line).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	return out
 }
