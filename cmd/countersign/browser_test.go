@@ -105,7 +105,10 @@ func TestStepUpInBrowser(t *testing.T) {
 	}
 
 	addr, base := freeLocalhost(t)
-	environ := env("DATABASE_URL="+conf.URL(), testKEK, "COUNTERSIGN_ISSUER="+base, "COUNTERSIGN_ADDR="+addr)
+	// An http issuer is for development only: --dev (which on a database
+	// of its own also seeds the demo, beside this test's agent).
+	environ := env("DATABASE_URL="+conf.URL(), testKEK, "COUNTERSIGN_DEV=true", "COUNTERSIGN_ISSUER="+base,
+		"COUNTERSIGN_ADDR="+addr, "COUNTERSIGN_METRICS_ADDR=off")
 	out, stderr, code := runCLI(t, environ, "users", "invite", "--email", "alice@example.com", "--name", "Alice", "--json")
 	if code != 0 {
 		t.Fatalf("users invite: exit %d\n%s%s", code, out, stderr)

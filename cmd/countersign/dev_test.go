@@ -41,7 +41,7 @@ func TestDevTask(t *testing.T) {
 	cmd := exec.Command("go", "tool", "task", "dev")
 	cmd.Dir = root
 	listen, base := freeLocalhost(t) // the dev issuer is http://localhost:PORT
-	cmd.Env = env("COUNTERSIGN_DATA_DIR="+dataDir, "COUNTERSIGN_ADDR="+listen)
+	cmd.Env = slicesWithout(env("COUNTERSIGN_DATA_DIR="+dataDir, "COUNTERSIGN_ADDR="+listen), "COUNTERSIGN_ISSUER=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout := &lockedBuffer{}
 	cmd.Stdout = stdout
