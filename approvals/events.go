@@ -50,6 +50,7 @@ const (
 	KindUserSuspended        = "user.suspended"
 	KindUserResumed          = "user.resumed"
 	KindUserInvited          = "user.invited"
+	KindUserCodeChanged      = "user.user_code_changed"
 	KindPasskeyAdded         = "passkey.added"
 	KindPasskeyRenamed       = "passkey.renamed"
 	KindPasskeyRemoved       = "passkey.removed"

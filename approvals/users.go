@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -230,3 +231,40 @@ func (s *Service) checkUserCode(ctx context.Context, u User, code string) error 
 
 // argonSlots bounds concurrent argon2id hashes (64 MiB each).
 const argonSlots = 2
+
+// userCodeAlphabet is Crockford's base32: no I, L, O or U, so a code read
+// aloud or copied by hand survives.
+const userCodeAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// NewUserCode gives user userID a new random user code (CIBA §7.1: the
+// secret a person hands to the agents allowed to ask for them), stores its
+// argon2id hash and returns the code, which nobody can read back later. The
+// old code stops working at once, and its failure count starts again.
+func (s *Store) NewUserCode(ctx context.Context, userID string) (string, error) {
+	raw := make([]byte, 10)
+	_, _ = rand.Read(raw) // never fails (crypto/rand)
+	var b strings.Builder
+	for i, c := range raw {
+		if i == 5 {
+			b.WriteByte('-')
+		}
+		b.WriteByte(userCodeAlphabet[int(c)%len(userCodeAlphabet)])
+	}
+	code := b.String()
+	err := s.change(ctx, func(t *Tx) error {
+		res, err := t.ExecContext(ctx, `UPDATE users SET user_code_hash = $2, user_code_failures = 0, user_code_locked_until = NULL
+			WHERE id = $1 AND status = 'active'`, userID, HashUserCode(code))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrNotFound
+		}
+		t.record(Event{Kind: KindUserCodeChanged, Actor: ActorUser(userID), UserID: &userID})
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("approvals: new user code: %w", translate(err))
+	}
+	return code, nil
+}

@@ -262,6 +262,31 @@ func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
 		toSignIn(w, r)
 		return
 	}
+	s.renderSettings(w, r, si, "")
+}
+
+// newUserCode makes the signed-in user a new user code and shows it once
+// (the database keeps only its hash).
+func (s *Server) newUserCode(w http.ResponseWriter, r *http.Request) {
+	si := sessionOf(r)
+	if si == nil {
+		toSignIn(w, r)
+		return
+	}
+	if !csrfOK(r, si) {
+		s.forbidden(w, r)
+		return
+	}
+	code, err := s.svc.Store().NewUserCode(r.Context(), si.User.ID)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	si.User.UserCodeHash = new(string) // has one now
+	s.renderSettings(w, r, si, code)
+}
+
+func (s *Server) renderSettings(w http.ResponseWriter, r *http.Request, si *signedIn, newCode string) {
 	keys, err := s.svc.Store().Passkeys(r.Context(), si.User.ID)
 	if err != nil {
 		s.pageError(w, r, err)
@@ -272,7 +297,7 @@ func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, pages.Settings(s.page(r, "Settings"), si.User, keys, sessions, si.Session.ID))
+	s.render(w, r, http.StatusOK, pages.Settings(s.page(r, "Settings"), si.User, keys, sessions, si.Session.ID, newCode))
 }
 
 // settingsAction runs one of the settings forms' changes.

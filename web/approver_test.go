@@ -303,3 +303,47 @@ func TestSignOut(t *testing.T) {
 		t.Errorf("sign out everywhere left a session: %d", r.Status)
 	}
 }
+
+func TestNewUserCode(t *testing.T) {
+	e := newTestEnv(t)
+	alice, csrf := e.pageSession(e.user)
+	if r := e.submit("/settings/user-code", alice, url.Values{}); r.Status != http.StatusForbidden {
+		t.Fatalf("without the form token: %d, want 403", r.Status)
+	}
+	codeRE := regexp.MustCompile(`id="user-code">([0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5})<`)
+	newCode := func() string {
+		t.Helper()
+		r := e.submit("/settings/user-code", alice, url.Values{"csrf": {csrf}})
+		m := codeRE.FindSubmatch(r.Body)
+		if r.Status != http.StatusOK || m == nil || r.Header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("new user code: %d %v\n%s", r.Status, r.Header, r.Body)
+		}
+		return string(m[1])
+	}
+	first := newCode()
+	var stored string
+	if err := e.db.Get(&stored, `SELECT user_code_hash FROM users WHERE id = $1`, e.user.ID); err != nil || strings.Contains(stored, first) {
+		t.Fatalf("stored user code %q (%v): want a hash", stored, err)
+	}
+	ask := func(code string) response {
+		return e.postForm("/bc-authorize", &e.agent, url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"},
+			"authorization_details": {paymentEUR}, "user_code": {code}})
+	}
+	if r := ask(first); r.Status != http.StatusOK {
+		t.Fatalf("bc-authorize with the new code: %d %s", r.Status, r.Body)
+	}
+	if r := ask(""); r.Status == http.StatusOK {
+		t.Errorf("bc-authorize without the code alice now has: %d", r.Status)
+	}
+	second := newCode()
+	if second == first {
+		t.Fatal("two new codes are the same")
+	}
+	wantOAuthError(t, ask(first), http.StatusBadRequest, "invalid_user_code")
+	if r := ask(second); r.Status != http.StatusOK {
+		t.Errorf("bc-authorize with the second code: %d %s", r.Status, r.Body)
+	}
+	if r := e.page("/settings", alice); bytes.Contains(r.Body, []byte(second)) {
+		t.Error("the settings page shows the code again")
+	}
+}

@@ -57,6 +57,7 @@ func (s *Server) approverRoutes(mux *http.ServeMux) {
 	page("POST /approve/{id}", s.decide)
 	page("POST /approve/{id}/report", s.report)
 	page("GET /settings", s.settings)
+	page("POST /settings/user-code", s.newUserCode)
 	page("POST /settings/passkeys/rename", s.settingsAction(func(r *http.Request, si *signedIn) error {
 		return s.svc.Store().RenamePasskey(r.Context(), si.User.ID, r.PostFormValue("id"), r.PostFormValue("name"))
 	}))
