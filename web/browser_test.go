@@ -142,8 +142,8 @@ func TestBrowserSignInAndOut(t *testing.T) {
 	// it at once (the virtual authenticator answers as a person picking
 	// their passkey would).
 	autofill(t)
-	alice.tab.Click(t, "#signout")
-	alice.tab.WaitVisible(t, "#signout") // signed in again, by the autofill
+	alice.tab.ClickNavigate(t, "#signout") // to the sign-in page…
+	alice.tab.WaitVisible(t, "#signout")   // …which the autofill signs in again
 	if got := alice.tab.URL(t); got != e.base+"/" {
 		t.Errorf("after the autofill sign-in the browser is at %s, want the inbox", got)
 	}
@@ -418,4 +418,70 @@ func countRows(t *testing.T, e *browserEnv, query string, args ...any) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Settings: rename, add and remove passkeys (never the last), see and end
+// signed-in sessions.
+func TestBrowserSettings(t *testing.T) {
+	e := newBrowserEnv(t)
+	alice := e.enroll(t, e.user)
+	alice.tab.Navigate(t, e.base+"/settings")
+	alice.tab.WaitVisible(t, "#passkeys")
+	alice.tab.CheckAccessibility(t)
+
+	keys, err := e.svc.Store().Passkeys(context.Background(), e.user.ID)
+	if err != nil || len(keys) != 1 || keys[0].Name != "Test laptop" || !keys[0].UserVerified || keys[0].CloneWarning {
+		t.Fatalf("passkeys after enrollment: %+v %v", keys, err)
+	}
+	first := keys[0].ID
+	alice.tab.Fill(t, "#name-"+first, "Work laptop")
+	alice.tab.ClickNavigate(t, `#passkeys form[action="/settings/passkeys/rename"] button`)
+	if got := alice.tab.Text(t, "#passkeys li span"); got != "Work laptop" {
+		t.Errorf("renamed passkey reads %q", got)
+	}
+
+	// The last passkey cannot be removed.
+	if status := alice.tab.ClickNavigate(t, `#passkeys form[action="/settings/passkeys/remove"] button`); status != http.StatusConflict {
+		t.Errorf("removing the last passkey answered %d, want 409", status)
+	}
+	if keys, _ := e.svc.Store().Passkeys(context.Background(), e.user.ID); len(keys) != 1 {
+		t.Errorf("%d passkeys after removing the last, want it kept", len(keys))
+	}
+
+	// A security key's passkey (a second authenticator: the laptop's
+	// already holds one for this account and is excluded), then the
+	// laptop's removed.
+	alice.tab.Navigate(t, e.base+"/settings")
+	key := browser.DefaultAuthenticator
+	key.Transport = "usb"
+	second := alice.tab.AddAuthenticator(t, &key)
+	alice.tab.Click(t, "#add-passkey button")
+	alice.tab.WaitVisible(t, `#passkeys li:nth-child(2)`)
+	if n := len(second.Credentials(t)); n != 1 {
+		t.Errorf("the second authenticator holds %d credentials, want 1", n)
+	}
+	alice.tab.Click(t, `#passkeys li:first-child form[action="/settings/passkeys/remove"] button`)
+	alice.tab.WaitGone(t, `#passkeys li:nth-child(2)`)
+	keys, _ = e.svc.Store().Passkeys(context.Background(), e.user.ID)
+	if len(keys) != 1 || keys[0].ID == first {
+		t.Errorf("after removing the first passkey: %+v", keys)
+	}
+
+	// Another browser signed in (the dev sign-in link), seen and ended here.
+	other := e.b.NewTab(t)
+	link, err := e.svc.Store().SignInLink(context.Background(), e.user.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Navigate(t, e.base+"/signin/link/"+link.Token)
+	other.WaitVisible(t, "#signout")
+	alice.tab.Navigate(t, e.base+"/settings")
+	alice.tab.WaitVisible(t, "#sessions li:nth-child(2)")
+	if got := alice.tab.Text(t, "#sessions"); !strings.Contains(got, "this browser") {
+		t.Errorf("the sessions list %q does not mark this browser", got)
+	}
+	alice.tab.Click(t, `#sessions form[action="/settings/sessions/end"] button`)
+	alice.tab.WaitGone(t, "#sessions li:nth-child(2)")
+	other.Navigate(t, e.base+"/")
+	other.WaitVisible(t, "#signin")
 }

@@ -286,6 +286,20 @@ func (tab *Tab) Click(t testing.TB, sel string) {
 	tab.do(t, "click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
+// ClickNavigate clicks the element matching the CSS selector (a link, or
+// a form's button) and waits for the document it leads to; it returns that
+// document's HTTP status (after redirects).
+func (tab *Tab) ClickNavigate(t testing.TB, sel string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	if err != nil {
+		t.Fatalf("click %s and wait for the next page at %s: %v", sel, tab.location(), err)
+	}
+	return int(resp.Status)
+}
+
 // Fill replaces the value of the input matching the CSS selector with
 // text, typed as keys.
 func (tab *Tab) Fill(t testing.TB, sel, text string) {
