@@ -52,7 +52,8 @@ func (r row) LogValue() slog.Value {
 		slog.Int("attempt", r.Attempts))
 }
 
-// claimSQL leases up to $1 due rows of the kinds $3 for $2 seconds. SKIP LOCKED
+// claimSQL leases up to $1 due rows of the kinds $3 for $2 seconds, but none
+// for the targets $4 (those this worker is busy with). SKIP LOCKED
 // keeps concurrent workers off each other's rows, and the lease keeps them off
 // rows being sent once this statement has committed; a row whose lease has run
 // out is due again (its worker died), and that claim is counted as a possible
@@ -64,6 +65,7 @@ WITH due AS (
 	WHERE delivered_at IS NULL AND dropped_at IS NULL AND kind = ANY($3)
 		AND next_attempt_at <= now() AND expires_at > now()
 		AND (lease_until IS NULL OR lease_until <= now())
+		AND NOT (target = ANY($4))
 	ORDER BY next_attempt_at
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
@@ -77,9 +79,12 @@ WHERE o.id = due.id
 RETURNING o.id, o.kind, o.request_id, o.target, o.payload, o.bearer, o.attempts, o.duplicates, o.expires_at,
 	o.lease_until, due.reclaimed`
 
-func claim(ctx context.Context, db *sqlx.DB, limit int, lease time.Duration, kinds []string) ([]row, error) {
+func claim(ctx context.Context, db *sqlx.DB, limit int, lease time.Duration, kinds, busy []string) ([]row, error) {
 	var rows []row
-	if err := db.SelectContext(ctx, &rows, claimSQL, limit, lease.Seconds(), pq.StringArray(kinds)); err != nil {
+	if busy == nil {
+		busy = []string{}
+	}
+	if err := db.SelectContext(ctx, &rows, claimSQL, limit, lease.Seconds(), pq.StringArray(kinds), pq.StringArray(busy)); err != nil {
 		return nil, fmt.Errorf("notify: claim: %w", err)
 	}
 	return rows, nil
@@ -158,4 +163,14 @@ func expire(ctx context.Context, db *sqlx.DB) ([]expired, error) {
 		return nil, fmt.Errorf("notify: drop expired: %w", err)
 	}
 	return out, nil
+}
+
+// releaseSQL gives a claimed row back unsent: the attempt is not counted
+// (a possible duplicate already counted stays counted).
+const releaseSQL = `UPDATE outbox SET lease_until = NULL, attempts = attempts - 1 WHERE id = $1 AND lease_until = $2`
+
+// release gives claimed row r back, for any worker to claim now; a
+// failure leaves it to its lease.
+func release(ctx context.Context, db *sqlx.DB, r row) {
+	_, _ = db.ExecContext(ctx, releaseSQL, r.ID, r.LeaseUntil)
 }

@@ -23,6 +23,7 @@ const (
 	DefaultBackoffBase  = time.Second
 	DefaultBackoffCap   = time.Minute
 	DefaultConcurrency  = 8
+	DefaultPerTarget    = 2
 )
 
 // Config configures a Worker.
@@ -43,6 +44,7 @@ type Config struct {
 	BackoffBase  time.Duration // the first retry waits up to this long
 	BackoffCap   time.Duration // and no retry longer than this
 	Concurrency  int           // rows sent at once
+	PerTarget    int           // rows sent at once to one target (URL)
 	Logger       *slog.Logger
 	// Metrics, when set, receives delivery results and the outbox depth.
 	Metrics prometheus.Registerer
@@ -59,6 +61,8 @@ type Worker struct {
 	timeout     time.Duration
 	base, cap   time.Duration
 	concurrency int
+	perTarget   int
+	wake        chan struct{}
 	logger      *slog.Logger
 	rnd         func(n int64) int64 // [0, n): the jitter
 	results     *prometheus.CounterVec
@@ -72,11 +76,14 @@ func NewWorker(cfg Config) (*Worker, error) {
 	w := &Worker{db: cfg.DB, authReqID: cfg.AuthReqID, policy: cfg.Policy,
 		lease: orDefault(cfg.Lease, DefaultLease), poll: orDefault(cfg.PollInterval, DefaultPollInterval),
 		timeout: orDefault(cfg.Timeout, DefaultTimeout), base: orDefault(cfg.BackoffBase, DefaultBackoffBase),
-		cap: orDefault(cfg.BackoffCap, DefaultBackoffCap), concurrency: cfg.Concurrency, logger: cfg.Logger,
-		rnd: rand.Int64N}
+		cap: orDefault(cfg.BackoffCap, DefaultBackoffCap), concurrency: cfg.Concurrency, perTarget: cfg.PerTarget,
+		wake: make(chan struct{}, 1), logger: cfg.Logger, rnd: rand.Int64N}
 	w.lease = leaseOverride(w.lease)
 	if w.concurrency <= 0 {
 		w.concurrency = DefaultConcurrency
+	}
+	if w.perTarget <= 0 {
+		w.perTarget = min(DefaultPerTarget, w.concurrency)
 	}
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
@@ -118,31 +125,104 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Run delivers due rows until ctx ends. On the way out it lets the sends in
+// Run delivers due rows until ctx ends, keeping up to Concurrency sends in
+// flight and no more than PerTarget to one target. It does not wait for a
+// batch: each finished send frees its slot for the next due row, so one
+// slow or unreachable target holds at most PerTarget slots and the others
+// keep flowing. It looks for due rows every PollInterval, when a send
+// ends, and when Wake is called. On the way out it lets the sends in
 // flight finish (each is bounded by the timeout) and records their results.
 func (w *Worker) Run(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
+	type finished struct{ target string }
+	done := make(chan finished, w.concurrency)
+	inflight := map[string]int{}
+	total := 0
+	defer func() {
+		for ; total > 0; total-- {
+			<-done
+		}
+	}()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var lastExpire time.Time
 	for {
+		more := false
+		if free := w.concurrency - total; free > 0 && ctx.Err() == nil {
+			if time.Since(lastExpire) >= w.poll {
+				w.dropExpired(ctx)
+				lastExpire = time.Now()
+			}
+			var busy []string
+			for target, n := range inflight {
+				if n >= w.perTarget {
+					busy = append(busy, target)
+				}
+			}
+			rows, err := claim(ctx, w.db, free, w.lease, []string{KindPing}, busy)
+			if err != nil && ctx.Err() == nil {
+				w.logger.WarnContext(ctx, "outbox pass failed", "err", err)
+			}
+			for _, r := range rows {
+				if inflight[r.Target] >= w.perTarget {
+					// Claimed in one batch beyond the target's bound: give it
+					// back at once, uncounted.
+					release(ctx, w.db, r)
+					continue
+				}
+				total++
+				inflight[r.Target]++
+				go func() {
+					w.deliver(ctx, r)
+					done <- finished{r.Target}
+				}()
+			}
+			more = len(rows) == free // there may be more due right now
+		}
+		if more {
+			continue
+		}
+		timer.Reset(w.poll)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case f := <-done:
+			total--
+			if inflight[f.target]--; inflight[f.target] == 0 {
+				delete(inflight, f.target)
+			}
+		case <-w.wake:
+		case <-timer.C:
 		}
-		n, err := w.RunOnce(ctx)
-		if err != nil && ctx.Err() == nil {
-			w.logger.WarnContext(ctx, "outbox pass failed", "err", err)
+	}
+}
+
+// Wake makes Run look for due rows now (a new row was written, say).
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dropExpired drops the rows whose request expired, and logs them.
+func (w *Worker) dropExpired(ctx context.Context) {
+	gone, err := expire(ctx, w.db)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.WarnContext(ctx, "outbox expiry pass failed", "err", err)
 		}
-		next := w.poll
-		if n == w.concurrency {
-			next = 0 // there may be more due right now
-		}
-		t.Reset(next)
+		return
+	}
+	for _, e := range gone {
+		w.logger.WarnContext(ctx, "outbox row dropped", "id", e.ID, "kind", e.Kind, "request", e.RequestID,
+			"reason", DropExpired, "attempts", e.Attempts, "last_error", e.LastError)
 	}
 }
 
 // RunOnce drops expired rows, then claims up to Concurrency due rows and sends
-// them. It returns how many it claimed.
+// them, waiting for all of them. It returns how many it claimed. (Run does
+// not wait for a batch; RunOnce is one deterministic pass, for tests and
+// tools.)
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 	gone, err := expire(ctx, w.db)
 	if err != nil {
@@ -152,7 +232,7 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 		w.logger.WarnContext(ctx, "outbox row dropped", "id", e.ID, "kind", e.Kind, "request", e.RequestID,
 			"reason", DropExpired, "attempts", e.Attempts, "last_error", e.LastError)
 	}
-	rows, err := claim(ctx, w.db, w.concurrency, w.lease, []string{KindPing})
+	rows, err := claim(ctx, w.db, w.concurrency, w.lease, []string{KindPing}, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -308,7 +309,7 @@ func TestLeaseExpiry(t *testing.T) {
 	f := newFixture(t)
 	rc := newReceiver(t, true, nil)
 	id := f.decided(f.agent(rc.srv.URL+"/cb"), "tok")
-	dead, err := claim(context.Background(), f.db, 10, time.Hour, []string{KindPing})
+	dead, err := claim(context.Background(), f.db, 10, time.Hour, []string{KindPing}, nil)
 	if err != nil || len(dead) != 1 || dead[0].Reclaimed {
 		t.Fatalf("claim: %v %+v", err, dead)
 	}
@@ -465,5 +466,65 @@ func TestBackoff(t *testing.T) {
 	}
 	if len(distinct) < 100 {
 		t.Errorf("only %d distinct delays in 200: not jittered", len(distinct))
+	}
+}
+
+// TestSlowTargetDoesNotHoldOthers: a target that never answers takes at
+// most PerTarget of the worker's slots; every row for a healthy target is
+// delivered while the slow one still has not answered anything (the worker
+// does not wait for a batch).
+func TestSlowTargetDoesNotHoldOthers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	hold := make(chan struct{})
+	var mu sync.Mutex
+	slowAnswered, slowNow, slowMax := 0, 0, 0
+	slow := newReceiver(t, true, func(_ int, _ http.ResponseWriter, r *http.Request) int {
+		mu.Lock()
+		slowNow++
+		slowMax = max(slowMax, slowNow)
+		mu.Unlock()
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+		mu.Lock()
+		slowNow--
+		slowAnswered++
+		mu.Unlock()
+		return http.StatusNoContent
+	})
+	healthy := newReceiver(t, true, nil)
+	slowAgent, healthyAgent := f.agent(slow.srv.URL+"/cb"), f.agent(healthy.srv.URL+"/cb")
+	for range 6 {
+		f.decided(slowAgent, "tok")
+		f.decided(healthyAgent, "tok")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(slow.srv.Certificate())
+	pool.AddCert(healthy.srv.Certificate())
+	w := f.worker(Policy{Allow: loopback}, func(c *Config) {
+		c.RootCAs, c.Concurrency, c.PerTarget, c.Timeout, c.Lease = pool, 4, 2, time.Minute, 3*time.Minute
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Run(ctx); close(stopped) }()
+	defer func() { close(hold); cancel(); <-stopped }()
+
+	deadline := time.After(30 * time.Second)
+	for len(healthy.receipts()) < 6 {
+		select {
+		case <-healthy.notify:
+		case <-deadline:
+			t.Fatalf("healthy target got %d of 6 rows while the slow one held its sends", len(healthy.receipts()))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if slowAnswered != 0 {
+		t.Errorf("the slow target answered %d requests before the healthy one had all its rows: the worker waited for it", slowAnswered)
+	}
+	if slowMax > 2 {
+		t.Errorf("%d sends to the slow target at once, want at most PerTarget (2)", slowMax)
 	}
 }
