@@ -211,35 +211,67 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	// of the same agent or user are admitted one at a time.
 	serial := set != nil && set.ReadsRecent(a.types...)
 	var stored Request
-	decide := func(q sqlx.QueryerContext) error {
+	var joined *Request // an identical pending request this call joins
+	evaluate := func(q sqlx.QueryerContext) error {
 		if set == nil {
 			// Deny by default: with no published thresholds nothing is allowed.
 			req.State, req.Outcome, req.PolicyReason = StateDenied, policy.Deny.String(), "no risk policy is published"
 			req.DecisionReason = req.PolicyReason
-		} else {
-			need, err := s.evaluate(ctx, q, set, a, s.now())
-			if err != nil {
+			return nil
+		}
+		need, err := s.evaluate(ctx, q, set, a, s.now())
+		if err != nil {
+			return err
+		}
+		applyRequirement(&req, need, version)
+		return nil
+	}
+	// store writes the request; one that waits for people first passes the
+	// fatigue guards, under the admission locks.
+	store := func(q sqlx.QueryerContext) error {
+		if req.State == StatePending && s.fatigue.guardsPending() {
+			var err error
+			if joined, err = s.guardPending(ctx, q, req); err != nil || joined != nil {
 				return err
 			}
-			applyRequirement(&req, need, version)
 		}
+		var err error
 		stored, err = s.store.insertRequest(ctx, q, req, a.lifetime)
 		return err
 	}
 	if serial {
 		// Prepared on the pool before the change takes its connection.
 		_, _ = s.store.insertRequestStmt.prepare(ctx, s.store.db)
-		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error { return decide(t) })
-	} else {
-		// Nothing to read first: the insert is the whole change, one
-		// statement on the pool.
-		err = decide(s.store.db)
+		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error {
+			if err := evaluate(t); err != nil {
+				return err
+			}
+			return store(t)
+		})
+	} else if err = evaluate(s.store.db); err == nil {
+		if req.State == StatePending && s.fatigue.guardsPending() {
+			// Waiting for people: one at a time per agent and user, so the
+			// limits and the joining of identical requests are exact.
+			err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error { return store(t) })
+		} else {
+			// Decided at once: the insert is the whole change, one
+			// statement on the pool.
+			err = store(s.store.db)
+		}
 	}
 	if errors.Is(err, ErrSuspended) {
 		return Created{}, refuse(CodeAccessDenied, "the client or the user is suspended")
 	}
 	if err != nil {
 		return Created{}, err
+	}
+	if joined != nil {
+		// CIBA's request is the same one: the same auth_req_id, one
+		// decision, one token.
+		s.logger.InfoContext(ctx, "identical request joined a pending one", "request", *joined)
+		jid, _ := parseUUID(joined.ID)
+		left := max(1, int(time.Until(joined.ExpiresAt)/time.Second))
+		return Created{Request: *joined, AuthReqID: s.authReqIDs.issue(jid), ExpiresIn: left, Interval: joined.PollInterval}, nil
 	}
 	s.metrics.decided(stored)
 	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,

@@ -105,6 +105,7 @@ RETURNING before_token, ` + requestColumns
 
 func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in ReviewInput) (Request, error) {
 	var out Request
+	suspended := false // the denial suspended the agent (fatigue guard)
 	err := s.store.change(ctx, func(t *Tx) error {
 		var cur struct {
 			Now            time.Time      `db:"now"`
@@ -206,6 +207,9 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			t.record(newEvent(KindRequestApproved, actor, out, map[string]any{"acr": res.ACR, "amr": res.AMR}))
 		case StateDenied:
 			t.record(newEvent(KindRequestDenied, actor, out, map[string]any{"reason": res.Reason}))
+			if suspended, err = s.suspendIfDenied(ctx, t, out.AgentID); err != nil {
+				return err
+			}
 		}
 		if res.State != StatePending {
 			// CIBA §10.2: the client is pinged after a successful or failed
@@ -214,5 +218,9 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 		}
 		return nil
 	})
+	if err == nil && suspended {
+		s.logger.WarnContext(ctx, "agent suspended: its requests were denied too often", "agent", out.AgentID,
+			"denials", s.fatigue.SuspendAfterDenials, "window", s.fatigue.SuspendWindow.String())
+	}
 	return out, err
 }

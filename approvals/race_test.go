@@ -55,7 +55,8 @@ func newRaceFixture(t *testing.T) raceFixture {
 		[]byte("types:\n  payment_initiation: [{id: all, when: \"true\", outcome: approve, reason: Approval needed}]\n")); err != nil {
 		t.Fatal(err)
 	}
-	f := raceFixture{db: db, store: store, svc: NewService(store, types, keys, Config{Issuer: "https://countersign.test", KEK: raceKEK})}
+	f := raceFixture{db: db, store: store, svc: NewService(store, types, keys, Config{Issuer: "https://countersign.test", KEK: raceKEK,
+		Fatigue: &Fatigue{}})}
 	if f.user, err = store.CreateUser(ctx, NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,9 @@ type Refusal struct {
 	Description string
 	// Interval is the polling interval now in force, with slow_down.
 	Interval int
+	// RetryAfter, when positive, is when (in seconds) trying again may
+	// succeed: the web layer sends it as Retry-After.
+	RetryAfter int
 }
 
 // Error codes a Refusal carries.

@@ -49,6 +49,9 @@ type Config struct {
 	Metrics *Metrics
 	// LoginHintIssuers are trusted to sign login_hint_token JWTs.
 	LoginHintIssuers []LoginHintIssuer
+	// Fatigue are the approval-fatigue guards: nil is DefaultFatigue, a
+	// zero Fatigue none.
+	Fatigue *Fatigue
 }
 
 // Service is the domain API: what the HTTP handlers and the CLI call.
@@ -64,6 +67,7 @@ type Service struct {
 	logger     *slog.Logger
 	metrics    *Metrics
 	caches     *caches
+	fatigue    Fatigue
 
 	policies   *PolicyStore
 	argon      chan struct{} // argonSlots tokens
@@ -79,6 +83,13 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 		interval:   int(cfg.Interval / time.Second), tokenTTL: cfg.TokenTTL, now: cfg.Now, logger: cfg.Logger, metrics: cfg.Metrics}
 	if s.interval <= 0 {
 		s.interval = int(DefaultInterval / time.Second)
+	}
+	s.fatigue = DefaultFatigue
+	if cfg.Fatigue != nil {
+		s.fatigue = *cfg.Fatigue
+	}
+	if s.fatigue.SuspendWindow <= 0 {
+		s.fatigue.SuspendWindow = DefaultFatigue.SuspendWindow
 	}
 	if s.tokenTTL <= 0 || s.tokenTTL > DefaultTokenTTL {
 		s.tokenTTL = DefaultTokenTTL

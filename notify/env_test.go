@@ -55,7 +55,7 @@ func newFixtureOn(t *testing.T, db *sqlx.DB) *fixture {
 		Types: []string{"payment_initiation"}}); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, db: db, store: store, svc: approvals.NewService(store, types, nil, approvals.Config{KEK: testKEK})}
+	f := &fixture{t: t, db: db, store: store, svc: approvals.NewService(store, types, nil, approvals.Config{KEK: testKEK, Fatigue: &approvals.Fatigue{}})}
 	if f.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,9 @@ func newTestEnvAt(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), 
 		e.base = "http://localhost:" + e.srv.URL[strings.LastIndex(e.srv.URL, ":")+1:]
 	}
 	e.metrics = prometheus.NewRegistry()
-	cfg := approvals.Config{Issuer: e.base, KEK: testKEK, Metrics: approvals.NewMetrics(e.metrics)}
+	// The fatigue guards have tests of their own: here, many identical
+	// requests are separate ones.
+	cfg := approvals.Config{Issuer: e.base, KEK: testKEK, Metrics: approvals.NewMetrics(e.metrics), Fatigue: &approvals.Fatigue{}}
 	if configure != nil {
 		configure(&cfg)
 	}

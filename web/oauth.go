@@ -75,8 +75,11 @@ func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc
 		var ref *approvals.Refusal
 		switch {
 		case errors.As(err, &ref):
-			if ref.Code == approvals.CodeSlowDown {
+			switch {
+			case ref.Code == approvals.CodeSlowDown:
 				w.Header().Set("Retry-After", strconv.Itoa(ref.Interval))
+			case ref.RetryAfter > 0:
+				w.Header().Set("Retry-After", strconv.Itoa(ref.RetryAfter))
 			}
 			status := oauthStatus(ref.Code, backchannel)
 			if status == http.StatusUnauthorized {

@@ -94,7 +94,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
-		Listener: listener,
+		Listener: listener, Fatigue: fatigue(cfg),
 	})
 	return &app{cfg: cfg, db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
 }
@@ -150,4 +150,13 @@ func loadKEK(cfg *Config) ([]byte, error) {
 		return nil, fmt.Errorf("dev key-encryption key: %w", err)
 	}
 	return key, f.Sync()
+}
+
+// fatigue is the serve command's guards; other commands admit nothing.
+func fatigue(cfg *Config) *approvals.Fatigue {
+	if cfg.kind != kindServe {
+		return nil
+	}
+	f := cfg.Fatigue
+	return &f
 }

@@ -44,6 +44,8 @@ type Config struct {
 	// off unless set, loopback in dev mode; "off" turns it off there too.
 	MetricsAddr string
 	Pprof       bool
+	// Fatigue are the approval-fatigue guards.
+	Fatigue approvals.Fatigue
 
 	kind cmdKind // which subcommand this configures
 }
@@ -83,6 +85,12 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of the Prometheus /metrics endpoint, e.g. 127.0.0.1:9464 (default: off; dev: 127.0.0.1:9464; off: none)")
 		fs.BoolVar(&c.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
+		d := approvals.DefaultFatigue
+		fs.BoolVar(&c.Fatigue.JoinIdentical, "join-identical", d.JoinIdentical, "an identical call (same agent, user and authorization_details) joins the live pending request: same auth_req_id, one decision, one token")
+		fs.IntVar(&c.Fatigue.MaxPendingPerAgent, "max-pending-per-agent", d.MaxPendingPerAgent, "pending requests one agent may have at once; over it /bc-authorize answers access_denied with Retry-After (0: no limit)")
+		fs.IntVar(&c.Fatigue.MaxPendingPerUser, "max-pending-per-user", d.MaxPendingPerUser, "pending requests one user may have at once (0: no limit)")
+		fs.IntVar(&c.Fatigue.SuspendAfterDenials, "suspend-after-denials", d.SuspendAfterDenials, "suspend an agent once people denied this many of its requests within --suspend-window (0: never)")
+		fs.DurationVar(&c.Fatigue.SuspendWindow, "suspend-window", d.SuspendWindow, "the window of --suspend-after-denials")
 		fs.Var((*repeatedFlag)(&c.PingAllow), "ping-allow", "a network (CIDR) that ping callbacks and JWKS fetches may reach although it is not public, e.g. 10.20.0.0/16; repeatable (env: comma-separated)")
 	}
 	for _, name := range secretFlags {
@@ -227,6 +235,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
+	}
+	if f := c.Fatigue; f.MaxPendingPerAgent < 0 || f.MaxPendingPerUser < 0 || f.SuspendAfterDenials < 0 {
+		return errors.New("--max-pending-per-agent, --max-pending-per-user and --suspend-after-denials are 0 (off) or more")
+	}
+	if c.kind == kindServe && c.Fatigue.SuspendWindow <= 0 {
+		return errors.New("--suspend-window must be positive")
 	}
 	if c.Pprof && c.metricsAddr() == "" {
 		return errors.New("--pprof needs --metrics-addr: profiles are served on the metrics listener only")

@@ -50,7 +50,7 @@ type runner struct {
 func (r *runner) flow(ctx context.Context, i int, rec *recorder) *flowError {
 	agent := r.cfg.Agents[i%len(r.cfg.Agents)]
 	user := r.cfg.Users[i%len(r.cfg.Users)]
-	details := r.cfg.Scenario.Details()
+	details := r.cfg.Scenario.DetailsFor(i)
 	ping := r.cfg.Scenario == Human && r.cfg.Delivery == DeliveryPing
 
 	form := url.Values{"scope": {"openid"}, "login_hint": {user.Hint}, "authorization_details": {details},

@@ -17,7 +17,10 @@ package loadgen
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -69,6 +72,19 @@ const (
 func (sc Scenario) Details() string {
 	if sc == Human {
 		return DetailsHuman
+	}
+	return DetailsAuto
+}
+
+// flowsRun tells this process's flows from another run's on the same server.
+var flowsRun = rand.Text()[:8]
+
+// DetailsFor returns the authorization_details flow i of sc sends: a human
+// flow's are its own (its remittance information names the flow), since
+// the server joins identical pending requests into one.
+func (sc Scenario) DetailsFor(i int) string {
+	if sc == Human {
+		return strings.Replace(DetailsHuman, `"countersign load"`, `"countersign load `+flowsRun+` `+strconv.Itoa(i)+`"`, 1)
 	}
 	return DetailsAuto
 }

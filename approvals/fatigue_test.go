@@ -1,0 +1,157 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// fatigueService is the fixture's domain with the fatigue guards f.
+func fatigueService(f raceFixture, g Fatigue) *Service {
+	return NewService(f.store, f.svc.Types(), f.svc.Keys(), Config{Issuer: "https://countersign.test", KEK: raceKEK, Fatigue: &g})
+}
+
+// ask makes agent's request for hint with a payment of amount EUR.
+func askFor(svc *Service, agent Agent, hint, amount string) (Created, error) {
+	return svc.Authorize(context.Background(), agent, AuthRequest{Scope: "openid", LoginHint: hint,
+		AuthorizationDetails: payment(amount, "EUR")})
+}
+
+func TestJoinIdenticalRequests(t *testing.T) {
+	ctx := context.Background()
+	f := newRaceFixture(t)
+	svc := fatigueService(f, DefaultFatigue)
+
+	// Ten identical calls at once: one request, one auth_req_id.
+	created := make([]Created, 10)
+	errs := together(10, func(i int) error {
+		var err error
+		created[i], err = askFor(svc, f.agent, "alice@example.com", "500.00")
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if created[i].AuthReqID != created[0].AuthReqID || created[i].Request.ID != created[0].Request.ID {
+			t.Fatalf("call %d got request %s (%s), call 0 %s (%s): identical calls must join one request", i,
+				created[i].Request.ID, created[i].AuthReqID, created[0].Request.ID, created[0].AuthReqID)
+		}
+	}
+	var n int
+	if err := f.db.Get(&n, `SELECT count(*) FROM requests WHERE agent_id = $1`, f.agent.ID); err != nil || n != 1 {
+		t.Fatalf("%d requests stored for 10 identical calls (%v), want 1", n, err)
+	}
+	other, err := askFor(svc, f.agent, "alice@example.com", "501.00")
+	if err != nil || other.Request.ID == created[0].Request.ID {
+		t.Fatalf("different details joined the pending request: %v", err)
+	}
+
+	// One decision answers both callers, and only one token is issued.
+	if _, err := f.svc.Review(ctx, created[0].Request.ID, Reviewer{UserID: f.user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictApprove}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Token(ctx, f.agent, created[3].AuthReqID); err != nil {
+		t.Fatalf("the first caller's poll: %v", err)
+	}
+	if _, err := svc.Token(ctx, f.agent, created[7].AuthReqID); err == nil {
+		t.Error("a second token was issued for the joined request")
+	}
+	if err := f.db.Get(&n, `SELECT count(*) FROM audit_events WHERE kind = $1 AND request_id = $2`, KindTokenIssued, created[0].Request.ID); err != nil || n != 1 {
+		t.Errorf("%d tokens issued (%v), want 1", n, err)
+	}
+	// Once it is decided, the same details make a new request.
+	again, err := askFor(svc, f.agent, "alice@example.com", "500.00")
+	if err != nil || again.Request.ID == created[0].Request.ID {
+		t.Errorf("a decided request was joined: %v", err)
+	}
+}
+
+func TestPendingLimits(t *testing.T) {
+	f := newRaceFixture(t)
+	svc := fatigueService(f, Fatigue{MaxPendingPerAgent: 3, MaxPendingPerUser: 2})
+	bob, err := f.store.CreateUser(context.Background(), NewUser{Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := askFor(svc, f.agent, "alice@example.com", fmt.Sprintf("%d.00", 500+i)); err != nil {
+			t.Fatalf("alice's request %d: %v", i+1, err)
+		}
+	}
+	_, err = askFor(svc, f.agent, "alice@example.com", "600.00")
+	var ref *Refusal
+	if !errors.As(err, &ref) || ref.Code != CodeAccessDenied || ref.RetryAfter <= 0 || ref.RetryAfter > 3600 {
+		t.Fatalf("alice's third pending request: %v (%+v), want access_denied with a Retry-After", err, ref)
+	}
+	if _, err := askFor(svc, f.agent, bob.Email, "700.00"); err != nil {
+		t.Fatalf("bob's first request: %v", err)
+	}
+	if _, err := askFor(svc, f.agent, bob.Email, "701.00"); !errors.As(err, &ref) || ref.Code != CodeAccessDenied {
+		t.Fatalf("the agent's fourth pending request: %v, want access_denied", err)
+	}
+}
+
+func TestPendingLimitUnderConcurrency(t *testing.T) {
+	f := newRaceFixture(t)
+	svc := fatigueService(f, Fatigue{MaxPendingPerUser: 4})
+	errs := together(12, func(i int) error {
+		_, err := askFor(svc, f.agent, "alice@example.com", fmt.Sprintf("%d.00", 100+i))
+		return err
+	})
+	ok, refused := 0, 0
+	for _, err := range errs {
+		var ref *Refusal
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &ref) && ref.Code == CodeAccessDenied:
+			refused++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if ok != 4 || refused != 8 {
+		t.Fatalf("12 concurrent requests under a limit of 4: %d admitted, %d refused", ok, refused)
+	}
+}
+
+func TestSuspendAfterDenials(t *testing.T) {
+	ctx := context.Background()
+	f := newRaceFixture(t)
+	svc := fatigueService(f, Fatigue{SuspendAfterDenials: 3, SuspendWindow: time.Hour})
+	var ids []string
+	for i := range 3 {
+		c, err := askFor(svc, f.agent, "alice@example.com", fmt.Sprintf("%d.00", 800+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.Request.ID)
+	}
+	deny := func(id string) {
+		t.Helper()
+		if _, err := svc.Review(ctx, id, Reviewer{UserID: f.user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictDeny}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deny(ids[0])
+	deny(ids[1])
+	if a, _ := f.store.Agent(ctx, f.agent.ID); a.Status != "active" {
+		t.Fatalf("suspended after two denials of three: %s", a.Status)
+	}
+	deny(ids[2])
+	a, err := f.store.Agent(ctx, f.agent.ID)
+	if err != nil || a.Status != "suspended" {
+		t.Fatalf("after three denials within the window the agent is %q (%v), want suspended", a.Status, err)
+	}
+	var automatic int
+	if err := f.db.Get(&automatic, `SELECT count(*) FROM audit_events WHERE kind = $1 AND agent_id = $2 AND actor = $3
+		AND (body->>'automatic')::boolean`, KindAgentSuspended, f.agent.ID, ActorServer); err != nil || automatic != 1 {
+		t.Errorf("%d automatic suspension events (%v), want 1", automatic, err)
+	}
+	if _, err := askFor(svc, a, "alice@example.com", "900.00"); err == nil {
+		t.Error("the suspended agent could still ask")
+	}
+}
