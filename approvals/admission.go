@@ -50,7 +50,8 @@ type admission struct {
 	user     User
 	params   AuthRequest
 	details  *rar.Details
-	types    []string // distinct, in order of first appearance
+	reg      *rar.Registry // what details were parsed with
+	types    []string      // distinct, in order of first appearance
 	versions TypeVersions
 	lifetime time.Duration
 }
@@ -76,7 +77,7 @@ func (s *Service) parse(ctx context.Context, agent Agent, p AuthRequest) (*admis
 		}
 		return nil, err
 	}
-	a := &admission{agent: agent, params: p, details: details}
+	a := &admission{agent: agent, params: p, details: details, reg: reg}
 	for i, e := range details.Elements {
 		if agent.ID != "" && !slices.Contains(agent.Types, e.Type) {
 			return nil, refuse(CodeInvalidAuthorizationDetails,
@@ -235,8 +236,12 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 				return err
 			}
 		}
+		var push []byte
+		if req.State == StatePending {
+			push = newRequestPush(req, summarySentence(a.reg, a.details))
+		}
 		var err error
-		stored, err = s.store.insertRequest(ctx, q, req, a.lifetime)
+		stored, err = s.store.insertRequest(ctx, q, req, a.lifetime, push, s.fatigue.PushesPerMinute)
 		return err
 	}
 	if serial {

@@ -215,6 +215,7 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			// CIBA §10.2: the client is pinged after a successful or failed
 			// end-user authentication.
 			t.ping(out, row.BeforeToken)
+			t.pushDecided(out.ID)
 		}
 		return nil
 	})

@@ -54,6 +54,8 @@ const (
 	KindPasskeyAdded         = "passkey.added"
 	KindPasskeyRenamed       = "passkey.renamed"
 	KindPasskeyRemoved       = "passkey.removed"
+	KindPushSubscribed       = "push.subscribed"
+	KindPushRemoved          = "push.removed"
 	KindPasskeyCloneWarning  = "passkey.clone_warning"
 	KindSessionCreated       = "session.created"
 	KindSessionEnded         = "session.ended"

@@ -30,10 +30,14 @@ type Fatigue struct {
 	// at once).
 	SuspendAfterDenials int
 	SuspendWindow       time.Duration
+	// PushesPerMinute bounds the new-request pushes one person's devices
+	// get a minute; past it a request waits in the inbox unannounced.
+	PushesPerMinute int
 }
 
 // DefaultFatigue are the guards of a server that sets none.
-var DefaultFatigue = Fatigue{JoinIdentical: true, MaxPendingPerAgent: 200, MaxPendingPerUser: 50, SuspendAfterDenials: 5, SuspendWindow: time.Hour}
+var DefaultFatigue = Fatigue{JoinIdentical: true, MaxPendingPerAgent: 200, MaxPendingPerUser: 50, SuspendAfterDenials: 5, SuspendWindow: time.Hour,
+	PushesPerMinute: 10}
 
 // pendingIdenticalSQL finds a live pending request of agent $1 for user $2
 // with details hash $3: a second identical call joins it. Only while both

@@ -59,6 +59,10 @@ const retireDelay = DefaultTokenTTL + keyringMaxAge + 10*time.Second
 type KeyStore struct {
 	db      *sqlx.DB
 	sealKey []byte
+	// vapidKey seals the Web Push private key; vapid caches the pair.
+	vapidKey []byte
+	vapidMu  sync.Mutex
+	vapid    *VAPIDKeys
 	now     func() time.Time
 
 	mu       sync.Mutex // guards the fields below and serialises loads
@@ -86,7 +90,7 @@ func NewKeyStore(db *sqlx.DB, kek []byte, now func() time.Time) (*KeyStore, erro
 	if now == nil {
 		now = time.Now
 	}
-	return &KeyStore{db: db, sealKey: DeriveKey(kek, sealPurpose), now: now}, nil
+	return &KeyStore{db: db, sealKey: DeriveKey(kek, sealPurpose), vapidKey: DeriveKey(kek, vapidPurpose), now: now}, nil
 }
 
 const hasCurrentKeySQL = `SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $1 AND status = 'current')`

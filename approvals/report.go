@@ -66,6 +66,7 @@ func (s *Service) Report(ctx context.Context, id string, user User) error {
 		for _, r := range rows {
 			t.record(newEvent(KindRequestDenied, actor, r.Request, map[string]any{"reason": ReportReason}))
 			t.ping(r.Request, r.BeforeToken)
+			t.pushDecided(r.Request.ID)
 		}
 		return nil
 	})

@@ -176,14 +176,30 @@ WITH r AS (
 	SELECT 'ping', r.id, a.notify_url, $14::text, r.expires_at
 	FROM r JOIN agents a ON a.id = r.agent_id
 	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND $14::text IS NOT NULL
+), push AS (
+	-- A pending request's Web Push ($29, the message) to every device of
+	-- its user and of the members of its quorum groups, unless the person
+	-- had $30 pushes in the last minute already (0: no limit).
+	INSERT INTO outbox (kind, request_id, target, payload, expires_at, subscription_id)
+	SELECT 'push', r.id, s.endpoint, $29::jsonb, r.expires_at, s.id
+	FROM r JOIN push_subscriptions s ON s.user_id = r.user_id OR s.user_id IN (
+		SELECT u.id FROM users u
+		WHERE u.status = 'active' AND u.groups && ARRAY(SELECT q->>'Group' FROM jsonb_array_elements(r.quorum) q))
+	WHERE r.state = 'pending' AND $29::jsonb IS NOT NULL
+		AND ($30::int = 0 OR (SELECT count(*) FROM outbox o JOIN push_subscriptions ps ON ps.id = o.subscription_id
+			WHERE ps.user_id = s.user_id AND o.kind = 'push' AND o.payload->>'type' = 'new'
+				AND o.created_at > now() - interval '1 minute') < $30::int)
+	ON CONFLICT DO NOTHING
 )
 SELECT ` + requestColumns + ` FROM r`
 
 // insertRequest stores new request r (state pending, approved or denied, as
 // r.State says) that expires lifetime from now (the database's clock), with
-// its events, through q: the pool (then it is a change of its own) or an
+// its events and, pending, its pushes (push: the message, nil for none; at most pushRate a
+// minute to one person, 0 for no limit),
+// through q: the pool (then it is a change of its own) or an
 // admission's transaction.
-func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration) (Request, error) {
+func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Request, lifetime time.Duration, push []byte, pushRate int) (Request, error) {
 	rule := ActorServer
 	if r.PolicyVersion != nil {
 		rule = ActorRule(*r.PolicyVersion, r.PolicyRule)
@@ -193,7 +209,7 @@ func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Requ
 		r.DetailsCanonical, r.DetailsHash, r.Types, r.TypeVersions, r.BindingMessage, r.ACRValues, r.Resources,
 		r.Audience, r.ClientNotificationToken, lifetime.Seconds(), r.PollInterval,
 		r.DecisionReason, r.ACR, pq.StringArray(nonNil(r.AMR)), r.Outcome, r.PolicyVersion, r.PolicyRule, r.PolicyReason,
-		r.Quorum, r.Amounts, r.StepUp, r.UserRequired, rule).StructScan(&out)
+		r.Quorum, r.Amounts, r.StepUp, r.UserRequired, rule, jsonText(push), pushRate).StructScan(&out)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", ErrSuspended)
 	}
@@ -511,4 +527,13 @@ func (s *Service) Cancel(ctx context.Context, agent Agent, authReqID string) err
 		return refuse(CodeInvalidGrant, "the request is no longer pending")
 	}
 	return err
+}
+
+// jsonText passes JSON b as text (binary parameters would be taken for
+// jsonb's binary format), nil as NULL.
+func jsonText(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // Tx is one change of state in progress: a transaction on one connection.
@@ -16,8 +17,9 @@ import (
 // reads through Tx too: a transaction never takes a second pool connection.
 type Tx struct {
 	*sqlx.Tx
-	events []Event
-	pings  []pingRow
+	events  []Event
+	pings   []pingRow
+	decided []string // requests whose people's devices hear they are decided
 }
 
 // pingRow is a CIBA ping callback (CIBA §10.2) to enqueue for a request: to
@@ -42,8 +44,15 @@ func (t *Tx) ping(r Request, bearer *string) {
 	t.pings = append(t.pings, pingRow{RequestID: r.ID, AgentID: r.AgentID, Bearer: *bearer, ExpiresAt: r.ExpiresAt})
 }
 
+// pushDecided tells the devices that were notified of request id that it is
+// decided, which closes its notification there.
+func (t *Tx) pushDecided(id string) { t.decided = append(t.decided, id) }
+
 // flushSQL writes a change's events and outbox rows in one statement. A ping
-// row is enqueued only for an agent registered for ping delivery.
+// row is enqueued only for an agent registered for ping delivery; a decided
+// request's "decided" push goes to each device its "new" push went to (the
+// push's Topic makes it replace that one where it still waits), and the
+// "new" pushes not yet sent are dropped.
 const flushSQL = `
 WITH ev AS (` + insertEventsSQL + `
 ), ping AS (
@@ -52,25 +61,37 @@ WITH ev AS (` + insertEventsSQL + `
 	FROM jsonb_to_recordset($2::jsonb) AS p(request_id uuid, agent_id text, bearer text, expires_at timestamptz)
 	JOIN agents a ON a.id = p.agent_id
 	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL
+), decided AS (
+	INSERT INTO outbox (kind, request_id, target, payload, expires_at, subscription_id)
+	SELECT 'push', o.request_id, o.target,
+		jsonb_build_object('type', 'decided', 'request_id', o.request_id, 'url', '/approve/' || o.request_id),
+		greatest(o.expires_at, now() + interval '1 minute'), o.subscription_id
+	FROM outbox o
+	WHERE o.request_id = ANY($3::uuid[]) AND o.kind = 'push' AND o.payload->>'type' = 'new'
+	ON CONFLICT DO NOTHING
+), superseded AS (
+	UPDATE outbox SET dropped_at = now(), drop_reason = 'superseded', lease_until = NULL
+	WHERE request_id = ANY($3::uuid[]) AND kind = 'push' AND payload->>'type' = 'new'
+		AND delivered_at IS NULL AND dropped_at IS NULL AND (lease_until IS NULL OR lease_until <= now())
 )
 SELECT 1`
 
 func (t *Tx) flush(ctx context.Context) error {
 	switch {
-	case len(t.events) == 0 && len(t.pings) == 0:
+	case len(t.events) == 0 && len(t.pings) == 0 && len(t.decided) == 0:
 		return nil
-	case len(t.pings) == 0:
+	case len(t.pings) == 0 && len(t.decided) == 0:
 		return writeEvents(ctx, t.Tx, t.events)
 	}
 	ev, err := json.Marshal(nonNilSlice(t.events))
 	if err != nil {
 		return fmt.Errorf("approvals: events: %w", err)
 	}
-	pings, err := json.Marshal(t.pings)
+	pings, err := json.Marshal(nonNilSlice(t.pings))
 	if err != nil {
 		return fmt.Errorf("approvals: outbox: %w", err)
 	}
-	if _, err := t.ExecContext(ctx, flushSQL, string(ev), string(pings)); err != nil {
+	if _, err := t.ExecContext(ctx, flushSQL, string(ev), string(pings), pq.StringArray(nonNil(t.decided))); err != nil {
 		return fmt.Errorf("approvals: events and outbox: %w", translate(err))
 	}
 	return nil

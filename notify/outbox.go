@@ -18,6 +18,7 @@ import (
 // Kinds of outbox rows.
 const (
 	KindPing = "ping" // CIBA §10.2 ping callback
+	KindPush = "push" // Web Push to a person's device (RFC 8030)
 )
 
 // Reasons a row is dropped undelivered (outbox.drop_reason).
@@ -31,16 +32,18 @@ const (
 
 // row is one claimed outbox row.
 type row struct {
-	ID         int64     `db:"id"`
-	Kind       string    `db:"kind"`
-	RequestID  string    `db:"request_id"`
-	Target     string    `db:"target"`
-	Payload    []byte    `db:"payload"`
-	Bearer     *string   `db:"bearer"`
-	Attempts   int       `db:"attempts"`
-	Duplicates int       `db:"duplicates"`
-	ExpiresAt  time.Time `db:"expires_at"`
-	LeaseUntil time.Time `db:"lease_until"`
+	ID        int64   `db:"id"`
+	Kind      string  `db:"kind"`
+	RequestID string  `db:"request_id"`
+	Target    string  `db:"target"`
+	Payload   []byte  `db:"payload"`
+	Bearer    *string `db:"bearer"`
+	// SubscriptionID is a push row's device (nil once it was removed).
+	SubscriptionID *string   `db:"subscription_id"`
+	Attempts       int       `db:"attempts"`
+	Duplicates     int       `db:"duplicates"`
+	ExpiresAt      time.Time `db:"expires_at"`
+	LeaseUntil     time.Time `db:"lease_until"`
 	// Reclaimed is set when the previous claim of this row ran out without a
 	// result: that attempt may have been delivered.
 	Reclaimed bool `db:"reclaimed"`
@@ -76,7 +79,7 @@ SET lease_until = now() + make_interval(secs => $2),
 	duplicates = o.duplicates + due.reclaimed::int
 FROM due
 WHERE o.id = due.id
-RETURNING o.id, o.kind, o.request_id, o.target, o.payload, o.bearer, o.attempts, o.duplicates, o.expires_at,
+RETURNING o.id, o.kind, o.request_id, o.target, o.payload, o.bearer, o.subscription_id, o.attempts, o.duplicates, o.expires_at,
 	o.lease_until, due.reclaimed`
 
 func claim(ctx context.Context, db *sqlx.DB, limit int, lease time.Duration, kinds, busy []string) ([]row, error) {

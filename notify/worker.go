@@ -48,6 +48,11 @@ type Config struct {
 	Logger       *slog.Logger
 	// Metrics, when set, receives delivery results and the outbox depth.
 	Metrics prometheus.Registerer
+	// VAPID and Subscriber sign Web Push messages (RFC 8292): the keys, and
+	// the contact URI of the VAPID JWT's sub claim (the issuer URL, say).
+	// Without VAPID, push rows are dropped.
+	VAPID      VAPID
+	Subscriber string
 }
 
 // Worker delivers outbox rows. Every replica runs one.
@@ -64,6 +69,8 @@ type Worker struct {
 	perTarget   int
 	wake        chan struct{}
 	logger      *slog.Logger
+	vapid       VAPID
+	subscriber  string
 	rnd         func(n int64) int64 // [0, n): the jitter
 	results     *prometheus.CounterVec
 }
@@ -77,7 +84,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 		lease: orDefault(cfg.Lease, DefaultLease), poll: orDefault(cfg.PollInterval, DefaultPollInterval),
 		timeout: orDefault(cfg.Timeout, DefaultTimeout), base: orDefault(cfg.BackoffBase, DefaultBackoffBase),
 		cap: orDefault(cfg.BackoffCap, DefaultBackoffCap), concurrency: cfg.Concurrency, perTarget: cfg.PerTarget,
-		wake: make(chan struct{}, 1), logger: cfg.Logger, rnd: rand.Int64N}
+		wake: make(chan struct{}, 1), logger: cfg.Logger, vapid: cfg.VAPID, subscriber: cfg.Subscriber, rnd: rand.Int64N}
 	w.lease = leaseOverride(w.lease)
 	if w.concurrency <= 0 {
 		w.concurrency = DefaultConcurrency
@@ -158,7 +165,7 @@ func (w *Worker) Run(ctx context.Context) {
 					busy = append(busy, target)
 				}
 			}
-			rows, err := claim(ctx, w.db, free, w.lease, []string{KindPing}, busy)
+			rows, err := claim(ctx, w.db, free, w.lease, []string{KindPing, KindPush}, busy)
 			if err != nil && ctx.Err() == nil {
 				w.logger.WarnContext(ctx, "outbox pass failed", "err", err)
 			}
@@ -232,7 +239,7 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 		w.logger.WarnContext(ctx, "outbox row dropped", "id", e.ID, "kind", e.Kind, "request", e.RequestID,
 			"reason", DropExpired, "attempts", e.Attempts, "last_error", e.LastError)
 	}
-	rows, err := claim(ctx, w.db, w.concurrency, w.lease, []string{KindPing}, nil)
+	rows, err := claim(ctx, w.db, w.concurrency, w.lease, []string{KindPing, KindPush}, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -259,11 +266,14 @@ func (w *Worker) deliver(ctx context.Context, r row) {
 	switch r.Kind {
 	case KindPing:
 		o = w.ping(ctx, r)
+	case KindPush:
+		o = w.push(ctx, r)
 	default:
 		o = outcome{drop: DropInvalid, err: "unknown kind " + r.Kind}
 	}
 	if !o.delivered && o.drop == "" {
-		o.retryIn = backoff(r.Attempts, w.base, w.cap, w.rnd)
+		// The target's Retry-After, when it gave one, is the soonest.
+		o.retryIn = max(o.retryIn, backoff(r.Attempts, w.base, w.cap, w.rnd))
 	}
 	// The result is recorded even when ctx has ended: the send happened.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

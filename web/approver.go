@@ -297,7 +297,12 @@ func (s *Server) renderSettings(w http.ResponseWriter, r *http.Request, si *sign
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, pages.Settings(s.page(r, "Settings"), si.User, keys, sessions, si.Session.ID, newCode))
+	devices, err := s.svc.Store().PushSubscriptions(r.Context(), si.User.ID)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, pages.Settings(s.page(r, "Settings"), si.User, keys, sessions, devices, si.Session.ID, newCode))
 }
 
 // settingsAction runs one of the settings forms' changes.

@@ -44,6 +44,8 @@ func (s *Server) approverRoutes(mux *http.ServeMux) {
 		mux.Handle(pattern, pageHeaders(crossOrigin.Handler(s.withSession(h))))
 	}
 	mux.HandleFunc("GET /static/", s.assets.serve)
+	mux.HandleFunc("GET /sw.js", s.serviceWorkerJS)
+	mux.HandleFunc("GET /manifest.webmanifest", s.manifest)
 
 	page("GET /{$}", s.inbox)
 	page("GET /signin", s.signInPage)
@@ -58,6 +60,11 @@ func (s *Server) approverRoutes(mux *http.ServeMux) {
 	page("POST /approve/{id}/report", s.report)
 	page("GET /settings", s.settings)
 	page("POST /settings/user-code", s.newUserCode)
+	page("GET /push/key", s.pushKey)
+	page("POST /push/subscriptions", s.subscribe)
+	page("POST /settings/devices/remove", s.settingsAction(func(r *http.Request, si *signedIn) error {
+		return s.svc.Store().RemovePushSubscription(r.Context(), si.User.ID, r.PostFormValue("id"))
+	}))
 	page("POST /settings/passkeys/rename", s.settingsAction(func(r *http.Request, si *signedIn) error {
 		return s.svc.Store().RenamePasskey(r.Context(), si.User.ID, r.PostFormValue("id"), r.PostFormValue("name"))
 	}))

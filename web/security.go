@@ -21,7 +21,7 @@ func pageHeaders(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"' 'strict-dynamic'; "+
 			"style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "+
-			"frame-ancestors 'none'; manifest-src 'self'")
+			"frame-ancestors 'none'; manifest-src 'self'; worker-src 'self'")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")

@@ -42,8 +42,13 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 
 	// The outbox worker runs on every replica; on shutdown it finishes the
 	// sends in flight and records them.
+	keys := a.svc.Keys()
 	worker, err := notify.NewWorker(notify.Config{DB: a.db, AuthReqID: a.svc.AuthReqID, Logger: logger,
-		Policy: outboundPolicy(cfg), Metrics: a.metrics})
+		Policy: outboundPolicy(cfg), Metrics: a.metrics, Subscriber: a.svc.Issuer(),
+		VAPID: func(ctx context.Context) (string, string, error) {
+			k, err := keys.VAPID(ctx)
+			return k.Public, k.Private, err
+		}})
 	if err != nil {
 		return err
 	}

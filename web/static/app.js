@@ -167,7 +167,34 @@ function wireCountdowns() {
   setInterval(tick, 1000);
 }
 
+// Notifications: register the service worker, ask for permission, and
+// subscribe this device with the server's VAPID key.
+function wirePush() {
+  const form = document.getElementById("enable-push");
+  if (!form || !("serviceWorker" in navigator) || !("PushManager" in window)) return;
+  form.hidden = false;
+  const status = document.getElementById("push-status");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      if (await Notification.requestPermission() !== "granted") {
+        status.textContent = "Notifications are blocked for this site in this browser.";
+        return;
+      }
+      const reg = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+      await navigator.serviceWorker.ready;
+      const key = await fetch("/push/key", { credentials: "same-origin" }).then((r) => r.json());
+      const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64u.decode(key.public_key) });
+      await post("/push/subscriptions", { subscription: sub.toJSON(), name: form.elements.name.value });
+      location.reload();
+    } catch (err) {
+      status.textContent = "Notifications were not turned on: " + err.message;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  wirePush();
   wireEnroll();
   wireAddPasskey();
   wireSignIn();
