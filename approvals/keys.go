@@ -63,7 +63,7 @@ type KeyStore struct {
 	vapidKey []byte
 	vapidMu  sync.Mutex
 	vapid    *VAPIDKeys
-	now     func() time.Time
+	now      func() time.Time
 
 	mu       sync.Mutex // guards the fields below and serialises loads
 	ring     *Keyring   // nil: load on next use
