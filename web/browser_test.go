@@ -485,3 +485,60 @@ func TestBrowserSettings(t *testing.T) {
 	other.Navigate(t, e.base+"/")
 	other.WaitVisible(t, "#signin")
 }
+
+// The service worker: a push delivered to it (as the push service would)
+// shows a notification of the request, and the request's "decided" push
+// closes it.
+func TestBrowserPushNotification(t *testing.T) {
+	e := newBrowserEnv(t)
+	alice := e.enroll(t, e.user)
+	device := approvals.PushSubscription{UserID: e.user.ID, Endpoint: "https://push.example.com/d/1", Name: "Phone",
+		P256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", Auth: "BTBZMqHH6r4Tts7J_aSIgg"}
+	if _, err := e.svc.Store().AddPushSubscription(context.Background(), device); err != nil {
+		t.Fatal(err)
+	}
+	_, id := e.authorize(e.agent, paymentEUR, url.Values{"binding_message": {"PAY-4711"}})
+	message := func(typ string) string {
+		t.Helper()
+		var m string
+		if err := e.db.Get(&m, `SELECT payload::text FROM outbox WHERE request_id = $1 AND kind = 'push' AND payload->>'type' = $2`, id, typ); err != nil {
+			t.Fatalf("no %s push queued: %v", typ, err)
+		}
+		return m
+	}
+
+	alice.tab.Navigate(t, e.base+"/settings")
+	alice.tab.WaitVisible(t, "#enable-push") // shown by the script where push is supported
+	alice.tab.GrantNotifications(t, e.base)
+	alice.tab.WatchServiceWorkers(t)
+	var ok bool
+	alice.tab.Eval(t, `navigator.serviceWorker.register("/sw.js", {scope: "/"}).then(() => navigator.serviceWorker.ready).then(() => true)`, &ok)
+	alice.tab.DeliverPush(t, e.base+"/", message("new"))
+
+	type shown struct {
+		Title, Body, Tag, URL string
+	}
+	notifications := func(want int) []shown {
+		t.Helper()
+		var got []shown
+		for range 50 {
+			alice.tab.Eval(t, `navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns =>
+				ns.map(n => ({Title: n.title, Body: n.body, Tag: n.tag, URL: n.data && n.data.url})))`, &got)
+			if len(got) == want {
+				return got
+			}
+			alice.tab.Eval(t, `new Promise(r => setTimeout(r, 100))`, nil)
+		}
+		t.Fatalf("%d notifications shown, want %d: %+v\nconsole: %v", len(got), want, got, alice.tab.ConsoleMessages())
+		return nil
+	}
+	n := notifications(1)[0]
+	if n.Title != "An agent asks for your approval" || !strings.Contains(n.Body, "PAY-4711") || !strings.Contains(n.Body, "Alice Smith") ||
+		n.Tag != id || n.URL != "/approve/"+id {
+		t.Errorf("notification %+v", n)
+	}
+
+	e.decide(id, true)
+	alice.tab.DeliverPush(t, e.base+"/", message("decided"))
+	notifications(0)
+}

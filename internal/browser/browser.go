@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/serviceworker"
 	"github.com/chromedp/chromedp"
 )
 
@@ -163,6 +164,7 @@ type Tab struct {
 
 	mu      sync.Mutex
 	console []string
+	workers map[string]serviceworker.RegistrationID // by scope, once watched
 }
 
 // NewTab opens a tab; it closes when the test ends.
