@@ -37,8 +37,9 @@ type Browser struct {
 }
 
 // chromiumPaths are where Debian puts Chromium, in the order tried after
-// $COUNTERSIGN_CHROMIUM.
-var chromiumPaths = []string{"/usr/bin/chromium", "/usr/lib/chromium/chromium", "/usr/bin/chromium-browser"}
+// $COUNTERSIGN_CHROMIUM: the binary itself first, since /usr/bin/chromium
+// is a wrapper that adds flags (extensions among them) of its own.
+var chromiumPaths = []string{"/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"}
 
 func chromium() (string, error) {
 	if p := os.Getenv("COUNTERSIGN_CHROMIUM"); p != "" {
