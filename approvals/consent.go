@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/countersign/countersign/rar"
 )
 
@@ -52,7 +54,12 @@ type QuorumProgress struct {
 	Approved int // approvals it has given that count
 }
 
-const consentRequestSQL = `SELECT now() AS now, ` + requestColumns + ` FROM requests WHERE id = $1`
+// consentRequestSQL reads request $1 only if user $2 (of groups $3) may see
+// it: one that is not theirs reads as one that does not exist, in the same
+// one indexed lookup, so that neither the answer nor its time tells them
+// apart.
+const consentRequestSQL = `SELECT now() AS now, ` + requestColumns + ` FROM requests
+WHERE id = $1 AND (user_id = $2 OR EXISTS (SELECT 1 FROM jsonb_array_elements(quorum) q WHERE q->>'Group' = ANY($3::text[])))`
 
 const namedReviewsSQL = `
 SELECT v.request_id, v.reviewer, v.verdict, v.reason, v.amr, v.groups, v.created_at, u.email, u.name,
@@ -73,7 +80,7 @@ func (s *Service) Consent(ctx context.Context, id string, user User) (Consent, e
 		Now time.Time `db:"now"`
 		Request
 	}
-	if err := s.store.db.GetContext(ctx, &cur, consentRequestSQL, id); err != nil {
+	if err := s.store.db.GetContext(ctx, &cur, consentRequestSQL, id, user.ID, pq.StringArray(nonNil(user.Groups))); err != nil {
 		return Consent{}, fmt.Errorf("approvals: consent %s: %w", id, translate(err))
 	}
 	r := cur.Request

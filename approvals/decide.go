@@ -62,12 +62,15 @@ func (s *Service) Review(ctx context.Context, requestID string, by Reviewer, in 
 var errVersionChanged = errors.New("approvals: request changed during review")
 
 // reviewStateSQL reads, in one statement, what ApplyReview needs: the
-// request, the database's clock, and the reviewer's groups and status.
+// request, the database's clock, and the reviewer's groups and status —
+// only if the reviewer may see the request, so that one that is not theirs
+// is refused as early, and as fast, as one that does not exist.
 const reviewStateSQL = `
 SELECT now() AS now, reviewer_groups, reviewer_status, ` + requestColumns + `
 FROM requests
 JOIN LATERAL (SELECT groups AS reviewer_groups, status AS reviewer_status FROM users WHERE users.id = $2) u ON true
-WHERE requests.id = $1`
+WHERE requests.id = $1 AND (requests.user_id = $2
+	OR EXISTS (SELECT 1 FROM jsonb_array_elements(requests.quorum) q WHERE q->>'Group' = ANY(u.reviewer_groups)))`
 
 const reviewsSQL = `
 SELECT v.request_id, v.reviewer, v.verdict, v.reason, v.amr, v.groups, v.created_at,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -11,6 +12,10 @@ import (
 
 // ErrCloneWarning: the passkey's signature counter did not grow (WebAuthn
 // L3 §7.2 step 21), so a copy of it may exist. It is refused from then on.
+// ErrLastPasskey: a user's last passkey is not removed (they could not sign
+// in again).
+var ErrLastPasskey = fmt.Errorf("%w: it is the user's last passkey", ErrConflict)
+
 var ErrCloneWarning = errors.New("approvals: the passkey's signature counter went backwards; it is refused")
 
 // Passkey is a user's WebAuthn credential (a discoverable one, made with
@@ -106,6 +111,10 @@ func (s *Store) RenamePasskey(ctx context.Context, userID, id, name string) erro
 	if _, ok := parseUUID(id); !ok {
 		return fmt.Errorf("approvals: rename passkey: %w", ErrNotFound)
 	}
+	name = strings.TrimSpace(name)
+	if err := displayName("passkey", name); err != nil {
+		return err
+	}
 	return s.change(ctx, func(t *Tx) error {
 		res, err := t.ExecContext(ctx, `UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2`, id, userID, name)
 		if err != nil {
@@ -142,7 +151,7 @@ func (s *Store) RemovePasskey(ctx context.Context, userID, id string) error {
 		if errors.Is(translate(err), ErrNotFound) {
 			var n int
 			if err := t.GetContext(ctx, &n, `SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2`, id, userID); err == nil && n == 1 {
-				return fmt.Errorf("approvals: remove passkey: %w: it is the user's last passkey", ErrConflict)
+				return fmt.Errorf("approvals: remove passkey: %w", ErrLastPasskey)
 			}
 			return fmt.Errorf("approvals: remove passkey: %w", ErrNotFound)
 		}

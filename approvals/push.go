@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/countersign/countersign/rar"
 )
@@ -89,20 +88,17 @@ const pushColumns = `id, user_id, endpoint, p256dh, auth, name, user_agent, crea
 func checkSubscription(p PushSubscription) error {
 	u, err := url.Parse(p.Endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || len(p.Endpoint) > 2048 {
-		return fmt.Errorf("%w: the push endpoint must be an https URL of at most 2048 characters", ErrInvalidInput)
+		return invalid("the push endpoint must be an https URL of at most 2048 characters")
 	}
 	if k, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p.P256dh, "=")); err != nil || len(k) != 65 || k[0] != 4 {
-		return fmt.Errorf("%w: keys.p256dh must be an uncompressed P-256 point in base64url", ErrInvalidInput)
+		return invalid("keys.p256dh must be an uncompressed P-256 point in base64url")
 	} else if _, err := ecdh.P256().NewPublicKey(k); err != nil {
-		return fmt.Errorf("%w: keys.p256dh is not a point on P-256", ErrInvalidInput)
+		return invalid("keys.p256dh is not a point on P-256")
 	}
 	if a, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p.Auth, "=")); err != nil || len(a) != 16 {
-		return fmt.Errorf("%w: keys.auth must be 16 bytes in base64url", ErrInvalidInput)
+		return invalid("keys.auth must be 16 bytes in base64url")
 	}
-	if p.Name == "" || utf8.RuneCountInString(p.Name) > 64 {
-		return fmt.Errorf("%w: a device name has 1 to 64 characters", ErrInvalidInput)
-	}
-	return nil
+	return displayName("device", p.Name)
 }
 
 const upsertPushSQL = `

@@ -27,18 +27,33 @@ RETURNING before_token, ` + requestColumns
 // Report is a person's "this wasn't me" on request id: the agent that made
 // it is suspended until an admin resumes it (its tokens revoked), the
 // report is recorded, and the agent's pending requests for this person are
-// denied — one change. Only the request's own user may report it; for
-// anyone else the request does not exist (ErrNotFound).
+// denied — one change. Only the request's own user may report it, and only
+// while it is pending and live (ErrAlreadyDecided, ErrExpired); for anyone
+// else the request does not exist (ErrNotFound).
 func (s *Service) Report(ctx context.Context, id string, user User) error {
 	if _, ok := parseUUID(id); !ok || user.Status != "active" {
 		return fmt.Errorf("approvals: report %s: %w", id, ErrNotFound)
 	}
 	actor := ActorUser(user.ID)
 	err := s.store.change(ctx, func(t *Tx) error {
-		var agentID string
-		if err := t.GetContext(ctx, &agentID, `SELECT agent_id FROM requests WHERE id = $1 AND user_id = $2`, id, user.ID); err != nil {
+		var cur struct {
+			AgentID string `db:"agent_id"`
+			State   State  `db:"state"`
+			Live    bool   `db:"live"`
+		}
+		if err := t.GetContext(ctx, &cur, `SELECT agent_id, state, expires_at > now() AS live FROM requests WHERE id = $1 AND user_id = $2 FOR UPDATE`,
+			id, user.ID); err != nil {
 			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
 		}
+		// A report answers a request that waits: one decided or expired
+		// already has had its answer.
+		switch {
+		case cur.State != StatePending:
+			return fmt.Errorf("approvals: report %s: %w: request is %s", id, ErrAlreadyDecided, cur.State)
+		case !cur.Live:
+			return fmt.Errorf("approvals: report %s: %w", id, ErrExpired)
+		}
+		agentID := cur.AgentID
 		var got struct {
 			ID     string `db:"id"`
 			Before string `db:"before_status"`

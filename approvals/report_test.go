@@ -50,12 +50,12 @@ func TestReport(t *testing.T) {
 			break
 		}
 	}
-	// Reporting again is not a second suspension.
+	// A decided request cannot be reported (again): nothing is written.
 	before = countEvents(t, f.db, "")
-	if err := f.svc.Report(ctx, reported.Request.ID, f.user); err != nil {
-		t.Fatal(err)
+	if err := f.svc.Report(ctx, reported.Request.ID, f.user); !errors.Is(err, ErrAlreadyDecided) {
+		t.Fatalf("reporting a decided request: %v, want ErrAlreadyDecided", err)
 	}
-	if got := eventDelta(before, countEvents(t, f.db, "")); got[KindAgentSuspended] != 0 || got[KindAgentReported] != 1 {
-		t.Errorf("second report wrote %v", got)
+	if got := eventDelta(before, countEvents(t, f.db, "")); len(got) != 0 {
+		t.Errorf("a refused report wrote %v", got)
 	}
 }

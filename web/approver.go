@@ -47,10 +47,22 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error) {
 		s.notFound(w, r)
 	case errors.Is(err, approvals.ErrExpired):
 		s.render(w, r, http.StatusGone, pages.Problem(p, "Expired", "This request expired before it was decided."))
-	case errors.Is(err, approvals.ErrAlreadyDecided), errors.Is(err, approvals.ErrAlreadyReviewed), errors.Is(err, approvals.ErrConflict):
+	case errors.Is(err, approvals.ErrAlreadyDecided), errors.Is(err, approvals.ErrAlreadyReviewed):
 		s.render(w, r, http.StatusConflict, pages.Problem(p, "Already decided", "Someone decided this first, or you already did."))
-	case errors.Is(err, approvals.ErrInvalidInput), errors.Is(err, approvals.ErrStepUpRequired), errors.Is(err, approvals.ErrNoEffect):
-		s.render(w, r, http.StatusUnprocessableEntity, pages.Problem(p, "That did not work", strings.TrimPrefix(err.Error(), "approvals: ")))
+	case errors.Is(err, approvals.ErrLastPasskey):
+		s.render(w, r, http.StatusConflict, pages.Problem(p, "Your only passkey", "Add another passkey before you remove this one: without one you could not sign in."))
+	case errors.Is(err, approvals.ErrConflict):
+		s.render(w, r, http.StatusConflict, pages.Problem(p, "Changed meanwhile", "Something changed while you were deciding. Look again and try once more."))
+	case errors.Is(err, approvals.ErrStepUpRequired):
+		s.render(w, r, http.StatusUnprocessableEntity, pages.Problem(p, "A passkey is needed", "This request must be approved with your passkey: use Approve with passkey (it needs JavaScript)."))
+	case errors.Is(err, approvals.ErrNoEffect):
+		s.render(w, r, http.StatusUnprocessableEntity, pages.Problem(p, "That would change nothing", "Your approval does not count towards what this request needs."))
+	case errors.Is(err, approvals.ErrInvalidInput):
+		msg := "Check what you entered and try again."
+		if ie := (*approvals.InputError)(nil); errors.As(err, &ie) {
+			msg = ie.Msg
+		}
+		s.render(w, r, http.StatusUnprocessableEntity, pages.Problem(p, "That did not work", msg))
 	default:
 		s.logger.ErrorContext(r.Context(), "approver page failed", "err", err)
 		s.render(w, r, http.StatusInternalServerError, pages.Problem(p, "Something went wrong", "Please try again in a moment."))
@@ -182,13 +194,8 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	c, err := s.svc.Consent(r.Context(), id, si.User)
-	if err != nil {
-		s.pageError(w, r, err)
-		return
-	}
-	s.render(w, r, http.StatusOK, pages.ConsentPage(s.page(r, "Agent blocked"), c,
-		"Thank you. The agent is blocked until an administrator looks at it, and its requests to you are denied."))
+	// Post/redirect/get: a reload does not report again.
+	http.Redirect(w, r, "/approve/"+id, http.StatusSeeOther)
 }
 
 // decideError shows a refused decision on the consent page itself, with the

@@ -220,7 +220,13 @@ func (s *Server) enrollFinish(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusConflict, "this enrollment link was used meanwhile, or the passkey is already registered")
 		return
 	}
-	token, _, err := s.svc.Store().CreateSession(r.Context(), user.ID, []string{"hwk", "user"}, r.UserAgent(), s.presentedToken(r))
+	// What the new passkey proved (RFC 8176): a key bound to this device
+	// (hwk) or a synced one (swk), and the user's presence.
+	amr := []string{"hwk", "user"}
+	if key.BackupEligible {
+		amr[0] = "swk"
+	}
+	token, _, err := s.svc.Store().CreateSession(r.Context(), user.ID, amr, r.UserAgent(), s.presentedToken(r))
 	if err != nil {
 		jsonError(w, http.StatusInternalServerError, "the passkey is saved, but signing in failed: sign in again")
 		return

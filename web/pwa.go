@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/countersign/countersign/approvals"
 )
@@ -85,8 +84,8 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 	sub, err := s.svc.Store().AddPushSubscription(r.Context(), approvals.PushSubscription{UserID: si.User.ID,
 		Endpoint: b.Subscription.Endpoint, P256dh: b.Subscription.Keys.P256dh, Auth: b.Subscription.Keys.Auth,
 		Name: b.Name, UserAgent: r.UserAgent()})
-	if errors.Is(err, approvals.ErrInvalidInput) {
-		jsonError(w, http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), approvals.ErrInvalidInput.Error()+": "))
+	if ie := (*approvals.InputError)(nil); errors.As(err, &ie) {
+		jsonError(w, http.StatusUnprocessableEntity, ie.Msg)
 		return
 	}
 	if err != nil {
