@@ -347,3 +347,31 @@ func TestNewUserCode(t *testing.T) {
 		t.Error("the settings page shows the code again")
 	}
 }
+
+// Adding a passkey needs a session a passkey opened in the last minutes: a
+// stolen cookie or a dev sign-in link's session cannot bring its own.
+func TestAddPasskeyNeedsRecentPasskey(t *testing.T) {
+	e := newTestEnvAt(t, pgtest.New(t), nil, nil, true)
+	begin := func(c *http.Cookie, csrf string) response {
+		t.Helper()
+		return e.postJSON("/webauthn/passkeys/begin", c, csrf, map[string]string{"name": "Key"})
+	}
+	fresh, csrf := e.pageSession(e.user)
+	if r := begin(fresh, csrf); r.Status != http.StatusOK {
+		t.Fatalf("a fresh passkey session: %d %s", r.Status, r.Body)
+	}
+	if r := begin(fresh, ""); r.Status != http.StatusForbidden {
+		t.Errorf("without the form token: %d", r.Status)
+	}
+	e.exec(`UPDATE web_sessions SET created_at = now() - interval '11 minutes' WHERE user_id = $1`, e.user.ID)
+	if r := begin(fresh, csrf); r.Status != http.StatusForbidden || !strings.Contains(string(r.Body), "sign in again") {
+		t.Errorf("a passkey session 11 minutes old: %d %s", r.Status, r.Body)
+	}
+	token, sess, err := e.svc.Store().CreateSession(t.Context(), e.user.ID, []string{"dev_link"}, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := begin(&http.Cookie{Name: devSessionCookie, Value: token}, sess.CSRF); r.Status != http.StatusForbidden {
+		t.Errorf("a dev sign-in link's session: %d %s", r.Status, r.Body)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -235,10 +237,29 @@ func (s *Server) enrollFinish(w http.ResponseWriter, r *http.Request) {
 	jsonOK(w, map[string]string{"next": "/"})
 }
 
-func (s *Server) addPasskeyBegin(w http.ResponseWriter, r *http.Request) {
-	si := sessionOf(r)
+// addPasskeyWindow is how recently a session must have been opened with a
+// passkey to add another: a stolen cookie, or a session a dev sign-in link
+// opened, cannot bring a passkey of its own (which would pass step-up).
+const addPasskeyWindow = 10 * time.Minute
+
+// mayAddPasskey says whether session si may add a passkey, and answers
+// when it may not.
+func mayAddPasskey(w http.ResponseWriter, r *http.Request, si *signedIn) bool {
 	if si == nil || !csrfOK(r, si) {
 		jsonError(w, http.StatusForbidden, "sign in again")
+		return false
+	}
+	byPasskey := slices.Contains(si.Session.AMR, "hwk") || slices.Contains(si.Session.AMR, "swk")
+	if !byPasskey || time.Since(si.Session.CreatedAt) > addPasskeyWindow {
+		jsonError(w, http.StatusForbidden, "to add a passkey, sign out and sign in again with a passkey you have (in the last 10 minutes)")
+		return false
+	}
+	return true
+}
+
+func (s *Server) addPasskeyBegin(w http.ResponseWriter, r *http.Request) {
+	si := sessionOf(r)
+	if !mayAddPasskey(w, r, si) {
 		return
 	}
 	s.beginRegistration(w, r, "add_passkey", si.User)
@@ -246,8 +267,7 @@ func (s *Server) addPasskeyBegin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) addPasskeyFinish(w http.ResponseWriter, r *http.Request) {
 	si := sessionOf(r)
-	if si == nil || !csrfOK(r, si) {
-		jsonError(w, http.StatusForbidden, "sign in again")
+	if !mayAddPasskey(w, r, si) {
 		return
 	}
 	b, err := readCeremony(r)

@@ -191,6 +191,23 @@ func TestStepUpInBrowser(t *testing.T) {
 	if !strings.HasPrefix(said, "Not approved") {
 		t.Errorf("a step-up without user verification says %q", said)
 	}
+
+	// A page that asked for less (userVerification "discouraged", as a
+	// tampered script might): the browser signs without verifying the
+	// user, and the server refuses the assertion.
+	tab.InitScript(t, `{ const get = navigator.credentials.get.bind(navigator.credentials);
+		navigator.credentials.get = (o) => { o.publicKey.userVerification = "discouraged"; return get(o); }; }`)
+	tab.Navigate(t, base+"/approve/"+id)
+	tab.Click(t, "#approve")
+	for range 50 {
+		if said = tab.Text(t, "#approve-form + p[role=status]"); strings.Contains(said, "did not verify you") {
+			break
+		}
+		tab.Eval(t, `new Promise(r => setTimeout(r, 100))`, nil)
+	}
+	if !strings.Contains(said, "did not verify you") {
+		t.Errorf("an assertion without user verification: the page says %q, want the server's refusal", said)
+	}
 	r, err := store.Request(ctx, id)
 	if err != nil || r.State != approvals.StatePending {
 		t.Errorf("after a refused step-up the request is %s (%v), want pending", r.State, err)

@@ -81,7 +81,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 	}
 	if kind == kindServe {
 		fs.Var((*repeatedFlag)(&c.LoginHintIssuers), "login-hint-issuer", "trust ISSUER=JWKS_URL_OR_FILE to sign login_hint_token JWTs (repeatable; env: comma-separated)")
-		fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
+		fs.StringVar(&c.Addr, "addr", "", "HTTP listen address (default :8080; with --dev 127.0.0.1:8080, this machine only)")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of the Prometheus /metrics endpoint, e.g. 127.0.0.1:9464 (default: off; dev: 127.0.0.1:9464; off: none)")
 		fs.BoolVar(&c.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
@@ -241,6 +241,12 @@ func (c *Config) Validate() error {
 	}
 	if c.kind == kindServe && c.Fatigue.SuspendWindow <= 0 {
 		return errors.New("--suspend-window must be positive")
+	}
+	if c.kind == kindServe && c.Addr == "" {
+		c.Addr = ":8080"
+		if c.Dev {
+			c.Addr = "127.0.0.1:8080"
+		}
 	}
 	if c.Pprof && c.metricsAddr() == "" {
 		return errors.New("--pprof needs --metrics-addr: profiles are served on the metrics listener only")

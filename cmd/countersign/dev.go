@@ -60,9 +60,13 @@ func seedDemo(ctx context.Context, a *app, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("demo user: %w", err)
 	}
-	signIn, err := store.SignInLink(ctx, user.ID)
-	if err != nil {
-		return fmt.Errorf("demo user: %w", err)
+	signInLine := "(not with an issuer outside this machine: " + a.svc.Issuer() + ")"
+	if devLinks(a.cfg, a.svc.Issuer()) {
+		signIn, err := store.SignInLink(ctx, user.ID)
+		if err != nil {
+			return fmt.Errorf("demo user: %w", err)
+		}
+		signInLine = a.svc.Issuer() + "/signin/link/" + signIn.Token
 	}
 
 	agentID, agentSecret, err := demoAgent(ctx, store, names)
@@ -94,7 +98,7 @@ Then poll with the auth_req_id it returns (every "interval" seconds):
   curl -s -u '%[3]s:%[4]s' %[1]s/token -d grant_type=urn:openid:params:grant-type:ciba -d auth_req_id=AUTH_REQ_ID
 
 `, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr,
-		base+"/enroll/"+enroll.Token, base+"/signin/link/"+signIn.Token)
+		base+"/enroll/"+enroll.Token, signInLine)
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/countersign/countersign/notify"
@@ -58,7 +60,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	defer func() { stopWorker(); <-workerDone }()
 
 	srv := &http.Server{
-		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics, Dev: cfg.Dev}).Handler(),
+		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics, Dev: devLinks(cfg, a.svc.Issuer())}).Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
@@ -119,3 +121,22 @@ const (
 	httpWriteTimeout      = 60 * time.Second
 	httpIdleTimeout       = 120 * time.Second
 )
+
+// devLinks says whether the dev-only sign-in links are served: in dev mode,
+// and only for an issuer on this machine (localhost or a loopback
+// address), never for one others can reach.
+func devLinks(cfg *Config, issuer string) bool {
+	if !cfg.Dev {
+		return false
+	}
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
