@@ -375,3 +375,31 @@ func TestAddPasskeyNeedsRecentPasskey(t *testing.T) {
 		t.Errorf("a dev sign-in link's session: %d %s", r.Status, r.Body)
 	}
 }
+
+// A cross-site state change is refused in the app's own form: JSON for
+// the scripts' endpoints, the refusal page for forms.
+func TestCrossSiteRefusals(t *testing.T) {
+	e := newTestEnv(t)
+	alice, csrf := e.pageSession(e.user)
+	for _, tc := range []struct {
+		path, ctype, body, want string
+	}{
+		{"/webauthn/passkeys/begin", "application/json", `{}`, "application/json"},
+		{"/push/subscriptions", "application/json", `{}`, "application/json"},
+		{"/settings/user-code", "application/x-www-form-urlencoded", "csrf=" + url.QueryEscape(csrf), "text/html; charset=utf-8"},
+		{"/signout/everywhere", "application/x-www-form-urlencoded", "csrf=" + url.QueryEscape(csrf), "text/html; charset=utf-8"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", tc.ctype)
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		req.Header.Set("X-CSRF-Token", csrf)
+		req.AddCookie(alice)
+		r := e.noRedirect(req)
+		if r.Status != http.StatusForbidden || r.Header.Get("Content-Type") != tc.want {
+			t.Errorf("cross-site POST %s: %d %q, want 403 %s", tc.path, r.Status, r.Header.Get("Content-Type"), tc.want)
+		}
+	}
+	if sessions, _ := e.svc.Store().Sessions(t.Context(), e.user.ID); len(sessions) != 1 {
+		t.Errorf("a cross-site sign-out-everywhere ended sessions: %d left", len(sessions))
+	}
+}

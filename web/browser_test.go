@@ -343,8 +343,8 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	if got := tab.Text(t, "#reviews"); !strings.Contains(got, "Wrong invoice") {
 		t.Errorf("after Deny without JavaScript the reviews read %q", got)
 	}
-	if len(tab.ConsoleMessages()) != 0 {
-		t.Logf("console: %v", tab.ConsoleMessages())
+	if msgs := tab.ConsoleMessages(); len(msgs) != 0 {
+		t.Errorf("console without JavaScript: %v", msgs)
 	}
 }
 

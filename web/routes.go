@@ -1,6 +1,9 @@
 package web
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // routes is the whole HTTP surface in one table.
 func (s *Server) routes() *http.ServeMux {
@@ -40,6 +43,13 @@ func (s *Server) routes() *http.ServeMux {
 // (CSP nonce, no framing, no caching), the session, and cross-origin
 // protection for what changes state.
 func (s *Server) approverRoutes(mux *http.ServeMux) {
+	crossOrigin := newCrossOrigin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/webauthn/") || strings.HasPrefix(r.URL.Path, "/push/") {
+			jsonError(w, http.StatusForbidden, "refused: the request came from another site")
+			return
+		}
+		s.forbidden(w, r)
+	}))
 	page := func(pattern string, h http.HandlerFunc) {
 		mux.Handle(pattern, pageHeaders(crossOrigin.Handler(s.withSession(h))))
 	}

@@ -36,7 +36,12 @@ func nonceOf(r *http.Request) string {
 	return n
 }
 
-// crossOrigin refuses state-changing requests from other origins
-// (Sec-Fetch-Site, else Origin against Host); the forms' per-session token
-// is checked by each handler on top of it.
-var crossOrigin = http.NewCrossOriginProtection()
+// newCrossOrigin refuses state-changing requests from other origins
+// (Sec-Fetch-Site, else Origin against Host) with deny: the app's own
+// refusal, a page or, for the scripts' JSON endpoints, JSON. The forms'
+// per-session token is checked by each handler on top of it.
+func newCrossOrigin(deny http.Handler) *http.CrossOriginProtection {
+	c := http.NewCrossOriginProtection()
+	c.SetDenyHandler(deny)
+	return c
+}
