@@ -23,19 +23,19 @@ var testKEK = []byte("0123456789abcdef0123456789abcdef")
 
 // fixture is a fresh database with one user, and the domain on top of it.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	db    *sqlx.DB
 	store *approvals.Store
 	svc   *approvals.Service
 	user  approvals.User
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	return newFixtureOn(t, pgtest.New(t))
 }
 
-func newFixtureOn(t *testing.T, db *sqlx.DB) *fixture {
+func newFixtureOn(t testing.TB, db *sqlx.DB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	store := approvals.NewStore(db)

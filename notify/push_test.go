@@ -33,7 +33,7 @@ import (
 // says the status (and Retry-After) of the n-th message (1-based) to a
 // device's path.
 type pushService struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	vapid  string // the application server key browsers were given
 	mu     sync.Mutex
@@ -41,6 +41,8 @@ type pushService struct {
 	bad    []string // what failed verification
 	answer func(path string, n int) (int, string)
 	count  map[string]int
+	// lookup finds the device at a path beyond those it was made with.
+	lookup func(path string) (device, bool)
 }
 
 // pushed is one message as the push service received and decrypted it.
@@ -56,7 +58,7 @@ type device struct {
 	auth []byte
 }
 
-func newDevice(t *testing.T) device {
+func newDevice(t testing.TB) device {
 	t.Helper()
 	k, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
@@ -72,7 +74,7 @@ func (d device) subscription(userID, endpoint, name string) approvals.PushSubscr
 		P256dh: base64.RawURLEncoding.EncodeToString(d.key.PublicKey().Bytes()), Auth: base64.RawURLEncoding.EncodeToString(d.auth)}
 }
 
-func newPushService(t *testing.T, vapidPublic string, devices map[string]device) *pushService {
+func newPushService(t testing.TB, vapidPublic string, devices map[string]device) *pushService {
 	t.Helper()
 	ps := &pushService{t: t, vapid: vapidPublic, count: map[string]int{},
 		answer: func(string, int) (int, string) { return http.StatusCreated, "" }}
@@ -145,6 +147,9 @@ func (ps *pushService) verify(r *http.Request, body []byte, devices map[string]d
 		return pushed{}, "Content-Encoding " + r.Header.Get("Content-Encoding")
 	}
 	d, ok := devices[r.URL.Path]
+	if !ok && ps.lookup != nil {
+		d, ok = ps.lookup(r.URL.Path)
+	}
 	if !ok {
 		return pushed{}, "no device at " + r.URL.Path
 	}
@@ -175,7 +180,7 @@ type pushFixture struct {
 	subs    map[string]approvals.PushSubscription // by path
 }
 
-func newPushFixture(t *testing.T) *pushFixture {
+func newPushFixture(t testing.TB) *pushFixture {
 	t.Helper()
 	f := newFixture(t)
 	keys, err := approvals.NewKeyStore(f.db, testKEK, nil)
