@@ -124,3 +124,19 @@ func (s *Service) Consent(ctx context.Context, id string, user User) (Consent, e
 	})
 	return c, nil
 }
+
+// Audience says who may see request id: its user, and the members of the
+// groups its quorum asks (live updates tell only them that it changed).
+func (s *Service) Audience(ctx context.Context, id string) (userID string, groups []string, err error) {
+	var row struct {
+		UserID string     `db:"user_id"`
+		Quorum QuorumJSON `db:"quorum"`
+	}
+	if err := s.store.db.GetContext(ctx, &row, `SELECT user_id, quorum FROM requests WHERE id = $1`, id); err != nil {
+		return "", nil, fmt.Errorf("approvals: audience of %s: %w", id, translate(err))
+	}
+	for _, q := range row.Quorum {
+		groups = append(groups, q.Group)
+	}
+	return row.UserID, groups, nil
+}

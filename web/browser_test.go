@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
 	"github.com/countersign/countersign/internal/browser"
@@ -32,7 +34,23 @@ const (
 
 func newBrowserEnv(t *testing.T) *browserEnv {
 	t.Helper()
-	e := newTestEnvAt(t, pgtest.New(t), nil, nil, true)
+	conf := pgtest.NewConfig(t)
+	db, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// The event listener of this process, as serve runs one: the pages'
+	// live updates come through it.
+	l, err := approvals.NewListener(conf.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	e := newTestEnvLive(t, db, nil, nil, true, l)
 	if _, err := e.svc.Policies().Apply(context.Background(), "examples/demo/policy.yaml", demo.Policy()); err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +226,10 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 		t.Errorf("the stored decision: %+v %v", c.Mine, err)
 	}
 
-	// A second tab still showing the buttons: its Approve after the deny
+	// A second tab still showing the buttons (without JavaScript, so live
+	// updates cannot take them away first): its Approve after the deny
 	// gets a page that says what happened.
-	stale := e.b.NewTab(t, browser.WithSessionOf(alice.tab))
+	stale := e.b.NewTab(t, browser.WithSessionOf(alice.tab), browser.WithoutJavaScript())
 	_, thirdID := e.authorize(e.agent, paymentEUR, nil)
 	stale.Navigate(t, e.base+"/approve/"+thirdID)
 	stale.WaitVisible(t, "#approve")
@@ -541,4 +560,36 @@ func TestBrowserPushNotification(t *testing.T) {
 	e.decide(id, true)
 	alice.tab.DeliverPush(t, e.base+"/", message("decided"))
 	notifications(0)
+}
+
+// Live updates: a new request appears in an open inbox, and a decision made
+// on another device shows on the consent page open here — neither page is
+// reloaded by anyone.
+func TestBrowserLiveUpdates(t *testing.T) {
+	e := newBrowserEnv(t)
+	laptop := e.enroll(t, e.user)
+	laptop.tab.WaitVisible(t, "#pending-empty")
+
+	_, id := e.authorize(e.agent, paymentEUR, url.Values{"binding_message": {"PAY-4711"}})
+	laptop.tab.WaitVisible(t, `#pending a[href="/approve/`+id+`"]`)
+
+	phone := e.b.NewTab(t, browser.WithViewport(browser.Phone))
+	link, err := e.svc.Store().SignInLink(context.Background(), e.user.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone.Navigate(t, e.base+"/signin/link/"+link.Token)
+	phone.WaitVisible(t, "#signout")
+
+	laptop.open(t, e, id)
+	laptop.tab.WaitVisible(t, "#approve")
+	phone.Navigate(t, e.base+"/approve/"+id)
+	phone.ClickNavigate(t, "#approve")
+	laptop.tab.WaitVisible(t, "#outcome")
+	if got := laptop.tab.Text(t, "#outcome"); got != "This request was approved." {
+		t.Errorf("the laptop's page, after the phone approved: %q", got)
+	}
+	if msgs := laptop.tab.ConsoleMessages(); len(msgs) != 0 {
+		t.Errorf("console: %v", msgs)
+	}
 }

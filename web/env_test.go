@@ -84,6 +84,12 @@ func newTestEnvOn(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), 
 // party of passkeys and the pages' origin is http://localhost:PORT (WebAuthn
 // refuses IP addresses) and the dev-only pages are served.
 func newTestEnvAt(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger, localhost bool) *testEnv {
+	return newTestEnvLive(t, db, configure, logger, localhost, nil)
+}
+
+// newTestEnvLive is newTestEnvAt with an event listener feeding the pages'
+// live updates (nil: none).
+func newTestEnvLive(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), logger *slog.Logger, localhost bool, l *approvals.Listener) *testEnv {
 	t.Helper()
 	ctx := context.Background()
 	store := approvals.NewStore(db)
@@ -117,7 +123,7 @@ func newTestEnvAt(t testing.TB, db *sqlx.DB, configure func(*approvals.Config), 
 		configure(&cfg)
 	}
 	e.svc = approvals.NewService(store, types, keys, cfg)
-	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger, Metrics: e.metrics, Dev: localhost}).Handler())
+	handler.Handle("/", New(Options{DB: db, Service: e.svc, Logger: logger, Metrics: e.metrics, Dev: localhost, Listener: l}).Handler())
 
 	if e.user, err = store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com", Name: "Alice"}); err != nil {
 		t.Fatal(err)

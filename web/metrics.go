@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bufio"
+	"net"
 	"net/http/pprof"
 
 	"net/http"
@@ -92,6 +94,16 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection (flush, hijack).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection to a WebSocket upgrader (which asks for an
+// http.Hijacker itself); the exchange counts as 101 Switching Protocols.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && !w.wrote {
+		w.status, w.wrote = http.StatusSwitchingProtocols, true
+	}
+	return c, rw, err
+}
 
 // MetricsHandler serves the operators' listener: GET /metrics from gatherer
 // (Prometheus text format) and, with withPprof, net/http/pprof under

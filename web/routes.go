@@ -58,6 +58,7 @@ func (s *Server) approverRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /manifest.webmanifest", s.manifest)
 
 	page("GET /{$}", s.inbox)
+	page("GET /live", s.live)
 	page("GET /signin", s.signInPage)
 	page("POST /signout", s.signOut)
 	page("POST /signout/everywhere", s.signOutEverywhere)

@@ -39,6 +39,8 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Dev serves the development-only pages (the one-time sign-in link).
 	Dev bool
+	// Listener, when set, feeds the pages' live updates (/live).
+	Listener *approvals.Listener
 }
 
 // Server holds the dependencies of every handler.
@@ -53,6 +55,7 @@ type Server struct {
 	rp            *webauthn.WebAuthn
 	secureCookies bool // https issuer: __Host- cookies, Secure
 	dev           bool
+	hub           *hub // live updates; nil without a listener
 }
 
 // New returns a Server; its Handler serves the routes.
@@ -62,6 +65,9 @@ func New(o Options) *Server {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	if s.svc != nil {
+		if o.Listener != nil {
+			s.hub = newHub(s.svc, o.Listener)
+		}
 		s.secureCookies = strings.HasPrefix(s.svc.Issuer(), "https://")
 		// The issuer was validated at start-up; a relying party that cannot
 		// be made leaves the passkey endpoints answering 503.

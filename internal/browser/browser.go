@@ -234,6 +234,15 @@ func (tab *Tab) ConsoleMessages() []string {
 	return append([]string(nil), tab.console...)
 }
 
+// recentConsole is the last console lines, for failure messages.
+func (tab *Tab) recentConsole() string {
+	msgs := tab.ConsoleMessages()
+	if len(msgs) == 0 {
+		return ""
+	}
+	return "\nconsole:\n  " + strings.Join(msgs[max(0, len(msgs)-10):], "\n  ")
+}
+
 // location is the tab's URL for failure messages, best effort.
 func (tab *Tab) location() string {
 	ctx, cancel := context.WithTimeout(tab.ctx, 2*time.Second)
@@ -250,7 +259,7 @@ func (tab *Tab) do(t testing.TB, what string, steps ...chromedp.Action[chromedp.
 	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatalf("%s at %s: %v", what, tab.location(), err)
+		t.Fatalf("%s at %s: %v%s", what, tab.location(), err, tab.recentConsole())
 	}
 }
 
@@ -260,7 +269,7 @@ func run[T any](t testing.TB, tab *Tab, what string, a chromedp.Action[T]) T {
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {
-		t.Fatalf("%s at %s: %v", what, tab.location(), err)
+		t.Fatalf("%s at %s: %v%s", what, tab.location(), err, tab.recentConsole())
 	}
 	return v
 }

@@ -150,12 +150,12 @@ function wireSignIn() {
   }
 }
 
+let countdownTimer = null;
+
 function wireCountdowns() {
-  const els = document.querySelectorAll("time.countdown");
-  if (!els.length) return;
   const tick = () => {
     const now = Date.now();
-    els.forEach((el) => {
+    document.querySelectorAll("time.countdown").forEach((el) => {
       const left = Math.round((Date.parse(el.getAttribute("datetime")) - now) / 1000);
       if (left <= 0) { el.textContent = "expired"; return; }
       const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
@@ -164,7 +164,51 @@ function wireCountdowns() {
     });
   };
   tick();
-  setInterval(tick, 1000);
+  if (!countdownTimer) countdownTimer = setInterval(tick, 1000);
+}
+
+// Live updates: the inbox and consent pages keep a WebSocket to /live and,
+// when told that a request they may show changed, read the page again and
+// put its new content in place. The socket reconnects with backoff, and
+// reads the page again whenever it opens, as news may have come meanwhile;
+// a close for a signed-out session reloads into sign-in.
+function liveRefresh() {
+  const reason = document.getElementById("reason");
+  if (reason && (reason.value || document.activeElement === reason)) return; // do not lose what is being typed
+  fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    .then((res) => (res.ok || res.status === 404 || res.status === 410 ? res.text() : Promise.reject(res.status)))
+    .then((html) => {
+      const next = new DOMParser().parseFromString(html, "text/html").querySelector("main");
+      const main = document.querySelector("main");
+      if (!next || !main || next.innerHTML === main.innerHTML) return;
+      main.innerHTML = next.innerHTML;
+      wireCountdowns();
+      wireStepUp();
+    })
+    .catch(() => {});
+}
+
+function wireLive() {
+  const path = location.pathname;
+  if (!(path === "/" || path.startsWith("/approve/")) || !document.getElementById("signout") || !window.WebSocket) return;
+  const mine = path.startsWith("/approve/") ? path.slice("/approve/".length) : null;
+  let delay = 1000;
+  const connect = () => {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live");
+    // On open the page is read again: news may have come before the socket.
+    ws.addEventListener("open", () => { delay = 1000; liveRefresh(); });
+    ws.addEventListener("message", (e) => {
+      let m = {};
+      try { m = JSON.parse(e.data); } catch (_) { return; }
+      if (m.type === "resync" || (m.type === "changed" && (mine === null || m.request_id === mine))) liveRefresh();
+    });
+    ws.addEventListener("close", (e) => {
+      if (e.code === 1008) { location.reload(); return; }
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    });
+  };
+  connect();
 }
 
 // Notifications: register the service worker, ask for permission, and
@@ -194,6 +238,7 @@ function wirePush() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  wireLive();
   wirePush();
   wireEnroll();
   wireAddPasskey();
@@ -203,9 +248,10 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // Step-up: Approve on a request that needs it signs the request with a
 // passkey (user verification required) instead of posting the form.
-document.addEventListener("DOMContentLoaded", () => {
+function wireStepUp() {
   const form = document.getElementById("approve-form");
-  if (!form || form.dataset.stepUp !== "true") return;
+  if (!form || form.dataset.stepUp !== "true" || form.dataset.wired) return;
+  form.dataset.wired = "true";
   const id = form.action.split("/").pop();
   const status = document.createElement("p");
   status.setAttribute("role", "status");
@@ -223,4 +269,6 @@ document.addEventListener("DOMContentLoaded", () => {
       status.textContent = "Not approved: " + err.message;
     }
   });
-});
+}
+
+document.addEventListener("DOMContentLoaded", wireStepUp);
