@@ -258,7 +258,11 @@ func (tab *Tab) do(t testing.TB, what string, steps ...chromedp.Action[chromedp.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
+	err := chromedp.Do(ctx, steps...)
+	for i := 0; replaced(err) && i < 5; i++ {
+		err = chromedp.Do(ctx, steps...)
+	}
+	if err != nil {
 		t.Fatalf("%s at %s: %v%s", what, tab.location(), err, tab.recentConsole())
 	}
 }
@@ -268,10 +272,19 @@ func run[T any](t testing.TB, tab *Tab, what string, a chromedp.Action[T]) T {
 	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
+	for i := 0; replaced(err) && i < 5; i++ {
+		v, err = chromedp.Run(ctx, a)
+	}
 	if err != nil {
 		t.Fatalf("%s at %s: %v%s", what, tab.location(), err, tab.recentConsole())
 	}
 	return v
+}
+
+// replaced says whether err is the page replacing the element an action
+// had found (a live page re-rendering): the action is tried again.
+func replaced(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "No node with given id") || strings.Contains(err.Error(), "Could not find node"))
 }
 
 // Navigate loads url and waits for its load event.

@@ -192,7 +192,9 @@ function wireLive() {
   const path = location.pathname;
   if (!(path === "/" || path.startsWith("/approve/")) || !document.getElementById("signout") || !window.WebSocket) return;
   const mine = path.startsWith("/approve/") ? path.slice("/approve/".length) : null;
-  let delay = 1000;
+  let delay = 1000, leaving = false;
+  window.addEventListener("beforeunload", () => { leaving = true; });
+  window.addEventListener("pageshow", () => { leaving = false; });
   const connect = () => {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live");
     // On open the page is read again: news may have come before the socket.
@@ -203,6 +205,7 @@ function wireLive() {
       if (m.type === "resync" || (m.type === "changed" && (mine === null || m.request_id === mine))) liveRefresh();
     });
     ws.addEventListener("close", (e) => {
+      if (leaving) return; // the page is going away (a form, a link)
       if (e.code === 1008) { location.reload(); return; }
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 30000);
