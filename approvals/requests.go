@@ -179,14 +179,14 @@ WITH r AS (
 ), push AS (
 	-- A pending request's Web Push ($29, the message) to every device of
 	-- its user and of the members of its quorum groups, unless the person
-	-- had $30 pushes in the last minute already (0: no limit).
+	-- was told of $30 requests in the last minute already (0: no limit).
 	INSERT INTO outbox (kind, request_id, target, payload, expires_at, subscription_id)
 	SELECT 'push', r.id, s.endpoint, $29::jsonb, r.expires_at, s.id
 	FROM r JOIN push_subscriptions s ON s.user_id = r.user_id OR s.user_id IN (
 		SELECT u.id FROM users u
 		WHERE u.status = 'active' AND u.groups && ARRAY(SELECT q->>'Group' FROM jsonb_array_elements(r.quorum) q))
 	WHERE r.state = 'pending' AND $29::jsonb IS NOT NULL
-		AND ($30::int = 0 OR (SELECT count(*) FROM outbox o JOIN push_subscriptions ps ON ps.id = o.subscription_id
+		AND ($30::int = 0 OR (SELECT count(DISTINCT o.request_id) FROM outbox o JOIN push_subscriptions ps ON ps.id = o.subscription_id
 			WHERE ps.user_id = s.user_id AND o.kind = 'push' AND o.payload->>'type' = 'new'
 				AND o.created_at > now() - interval '1 minute') < $30::int)
 	ON CONFLICT DO NOTHING

@@ -335,3 +335,28 @@ func TestPushGoneRetryAndRetryAfter(t *testing.T) {
 		t.Errorf("attempts by device: %v; refused: %v", f.ps.count, f.ps.bad)
 	}
 }
+
+// At most PushesPerMinute new-request pushes a minute reach one person;
+// the requests past it wait in the inbox unannounced.
+func TestPushRateLimit(t *testing.T) {
+	t.Parallel()
+	f := newPushFixture(t)
+	svc := approvals.NewService(f.store, f.svc.Types(), nil, approvals.Config{KEK: testKEK, Fatigue: &approvals.Fatigue{PushesPerMinute: 2}})
+	agent := f.agent("")
+	for i := range 3 {
+		if _, err := svc.Authorize(context.Background(), agent, approvals.AuthRequest{Scope: "openid", LoginHint: f.user.Email,
+			AuthorizationDetails: []byte(fmt.Sprintf(`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"%d.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`, 10+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two devices: a request's push goes to both, and the limit counts what
+	// the person's devices got.
+	var perRequest []int
+	if err := f.db.Select(&perRequest, `SELECT count(o.id) FROM requests r LEFT JOIN outbox o ON o.request_id = r.id AND o.kind = 'push'
+		WHERE r.agent_id = $1 GROUP BY r.id, r.created_at ORDER BY r.created_at`, agent.ID); err != nil {
+		t.Fatal(err)
+	}
+	if len(perRequest) != 3 || perRequest[0] != 2 || perRequest[1] != 2 || perRequest[2] != 0 {
+		t.Errorf("pushes per request under a limit of 2 a minute: %v, want [2 2 0] (two requests, each to both devices)", perRequest)
+	}
+}
