@@ -60,7 +60,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	defer func() { stopWorker(); <-workerDone }()
 
 	srv := &http.Server{
-		Handler:           web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics, Dev: devLinks(cfg, a.svc.Issuer()),
+		Handler: web.New(web.Options{DB: a.db, Service: a.svc, Logger: logger, Metrics: a.metrics, Dev: devLinks(cfg, a.svc.Issuer()),
 			Listener: a.listener}).Handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
