@@ -172,15 +172,21 @@ function wireCountdowns() {
 // put its new content in place. The socket reconnects with backoff, and
 // reads the page again whenever it opens, as news may have come meanwhile;
 // a close for a signed-out session reloads into sign-in.
+// servedMain is <main> as the server last sent it (before the script added
+// to it), so a re-read replaces the page only when the server's changed;
+// busy is set while a passkey ceremony runs on the page.
+let servedMain = null, busy = false;
+
 function liveRefresh() {
   const reason = document.getElementById("reason");
-  if (reason && (reason.value || document.activeElement === reason)) return; // do not lose what is being typed
+  if (busy || (reason && (reason.value || document.activeElement === reason))) return; // do not lose what is under way
   fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
     .then((res) => (res.ok || res.status === 404 || res.status === 410 ? res.text() : Promise.reject(res.status)))
     .then((html) => {
       const next = new DOMParser().parseFromString(html, "text/html").querySelector("main");
       const main = document.querySelector("main");
-      if (!next || !main || next.innerHTML === main.innerHTML) return;
+      if (!next || !main || busy || next.innerHTML === servedMain) return;
+      servedMain = next.innerHTML;
       main.innerHTML = next.innerHTML;
       wireCountdowns();
       wireStepUp();
@@ -191,6 +197,7 @@ function liveRefresh() {
 function wireLive() {
   const path = location.pathname;
   if (!(path === "/" || path.startsWith("/approve/")) || !document.getElementById("signout") || !window.WebSocket) return;
+  servedMain = document.querySelector("main").innerHTML;
   const mine = path.startsWith("/approve/") ? path.slice("/approve/".length) : null;
   let delay = 1000, leaving = false;
   window.addEventListener("beforeunload", () => { leaving = true; });
@@ -263,6 +270,7 @@ function wireStepUp() {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     status.textContent = "Confirm with your passkey…";
+    busy = true;
     try {
       const begin = await post("/webauthn/step-up/begin", { request: id });
       const cred = await navigator.credentials.get(requestOptions(begin.options));
@@ -270,6 +278,8 @@ function wireStepUp() {
       location.assign(done.next);
     } catch (err) {
       status.textContent = "Not approved: " + err.message;
+    } finally {
+      busy = false;
     }
   });
 }
