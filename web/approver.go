@@ -69,6 +69,22 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// formSession is the session of a page form's POST, with its form token
+// checked; nil once it has answered (sign-in for a signed-out visitor, the
+// refusal for a missing or wrong token).
+func (s *Server) formSession(w http.ResponseWriter, r *http.Request) *signedIn {
+	si := sessionOf(r)
+	if si == nil {
+		toSignIn(w, r)
+		return nil
+	}
+	if !csrfOK(r, si) {
+		s.forbidden(w, r)
+		return nil
+	}
+	return si
+}
+
 // toSignIn sends a signed-out visitor to sign in and back to where they were.
 func toSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
@@ -148,13 +164,8 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 // click, a second tab or a second device finds the request decided and is
 // shown what happened, with 409.
 func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
-	si := sessionOf(r)
+	si := s.formSession(w, r)
 	if si == nil {
-		toSignIn(w, r)
-		return
-	}
-	if !csrfOK(r, si) {
-		s.forbidden(w, r)
 		return
 	}
 	id := r.PathValue("id")
@@ -180,13 +191,8 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
 // report is "this wasn't me": the agent is suspended and its pending
 // requests for this person denied.
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {
-	si := sessionOf(r)
+	si := s.formSession(w, r)
 	if si == nil {
-		toSignIn(w, r)
-		return
-	}
-	if !csrfOK(r, si) {
-		s.forbidden(w, r)
 		return
 	}
 	id := r.PathValue("id")
@@ -246,13 +252,8 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) signOutEverywhere(w http.ResponseWriter, r *http.Request) {
-	si := sessionOf(r)
+	si := s.formSession(w, r)
 	if si == nil {
-		toSignIn(w, r)
-		return
-	}
-	if !csrfOK(r, si) {
-		s.forbidden(w, r)
 		return
 	}
 	if _, err := s.svc.Store().EndSessions(r.Context(), si.User.ID); err != nil {
@@ -275,13 +276,8 @@ func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
 // newUserCode makes the signed-in user a new user code and shows it once
 // (the database keeps only its hash).
 func (s *Server) newUserCode(w http.ResponseWriter, r *http.Request) {
-	si := sessionOf(r)
+	si := s.formSession(w, r)
 	if si == nil {
-		toSignIn(w, r)
-		return
-	}
-	if !csrfOK(r, si) {
-		s.forbidden(w, r)
 		return
 	}
 	code, err := s.svc.Store().NewUserCode(r.Context(), si.User.ID)

@@ -167,7 +167,13 @@ func newcomerPath(t *testing.T, out string) {
 	}
 	tab.Navigate(t, strings.TrimSuffix(tab.URL(t), "/")+"/")
 	tab.WaitVisible(t, "#pending")
-	if got := tab.Text(t, "#pending"); !strings.Contains(got, "Demo agent") || !strings.Contains(got, "Alice Smith") {
+	// The live inbox may re-render while it is read: read until it settles.
+	got := tab.Text(t, "#pending")
+	for i := 0; i < 20 && !strings.Contains(got, "Demo agent"); i++ {
+		time.Sleep(100 * time.Millisecond)
+		got = tab.Text(t, "#pending")
+	}
+	if !strings.Contains(got, "Demo agent") || !strings.Contains(got, "Alice Smith") {
 		t.Fatalf("the inbox lists %q, want the demo agent's payment", got)
 	}
 	tab.Click(t, "#pending a")
