@@ -319,6 +319,12 @@ func (tab *Tab) ClickNavigate(t testing.TB, sel string) int {
 	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	// A node the page replaced between the query and the click was never
+	// clicked (the click fails resolving its box), so no navigation began:
+	// query and click again.
+	for i := 0; replaced(err) && i < 5; i++ {
+		resp, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	}
 	if err != nil {
 		t.Fatalf("click %s and wait for the next page at %s: %v", sel, tab.location(), err)
 	}
