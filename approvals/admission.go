@@ -247,6 +247,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	if serial {
 		// Prepared on the pool before the change takes its connection.
 		_, _ = s.store.insertRequestStmt.prepare(ctx, s.store.db)
+		_, _ = s.store.insertDecidedStmt.prepare(ctx, s.store.db)
 		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error {
 			if err := evaluate(t); err != nil {
 				return err

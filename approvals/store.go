@@ -18,7 +18,7 @@ type Store struct {
 	locks keyedLocks // admissions that read velocity, by agent and by user
 
 	// The hot path's statements, prepared on each connection.
-	insertRequestStmt, pollStmt, redeemStmt prepared
+	insertRequestStmt, insertDecidedStmt, pollStmt, redeemStmt prepared
 }
 
 // NewStore returns a Store on db. Guards use the database's clock, so
@@ -27,6 +27,7 @@ func NewStore(db *sqlx.DB) *Store {
 	return &Store{
 		db:                db,
 		insertRequestStmt: prepared{query: insertRequestSQL},
+		insertDecidedStmt: prepared{query: insertDecidedSQL},
 		pollStmt:          prepared{query: pollSQL},
 		redeemStmt:        prepared{query: redeemSQL},
 	}
