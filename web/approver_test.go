@@ -403,3 +403,21 @@ func TestCrossSiteRefusals(t *testing.T) {
 		t.Errorf("a cross-site sign-out-everywhere ended sessions: %d left", len(sessions))
 	}
 }
+
+// TestStrictTransport: a server whose issuer is https tells browsers to
+// come back only over HTTPS, on pages and OAuth endpoints alike; a
+// plain-http development server does not (a browser would pin localhost).
+func TestStrictTransport(t *testing.T) {
+	t.Parallel()
+	plain := newTestEnv(t)
+	secure := newTestEnvWith(t, func(c *approvals.Config) { c.Issuer = "https://countersign.test" })
+	for _, path := range []string{"/signin", "/jwks.json", "/healthz"} {
+		r := secure.page(path, nil)
+		if got := r.Header.Get("Strict-Transport-Security"); got != "max-age=31536000" {
+			t.Errorf("https issuer, %s: Strict-Transport-Security = %q, want max-age=31536000", path, got)
+		}
+		if got := plain.page(path, nil).Header.Get("Strict-Transport-Security"); got != "" {
+			t.Errorf("http issuer, %s: Strict-Transport-Security = %q, want none", path, got)
+		}
+	}
+}

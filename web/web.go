@@ -82,5 +82,9 @@ func New(o Options) *Server {
 
 // Handler returns the whole HTTP surface with its common middleware.
 func (s *Server) Handler() http.Handler {
-	return limitHeaders(http.MaxBytesHandler(s.metrics.wrap(s.routes()), MaxBodyBytes))
+	h := limitHeaders(http.MaxBytesHandler(s.metrics.wrap(s.routes()), MaxBodyBytes))
+	if s.secureCookies {
+		h = strictTransport(h)
+	}
+	return h
 }
