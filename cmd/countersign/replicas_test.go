@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +21,7 @@ import (
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
+	"github.com/countersign/countersign/internal/loadgen"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -177,5 +185,154 @@ func TestLiveAcrossReplicas(t *testing.T) {
 	}
 	if r.State != approvals.StateApproved || r.DecidedBy == nil || *r.DecidedBy != user.ID {
 		t.Fatalf("request after the decision on B: %s by %v", r.State, r.DecidedBy)
+	}
+}
+
+// TestOutboxSurvivesReplicaKill: replica A holds 100 undelivered pings,
+// two of them in flight to an agent's endpoint that does not answer yet,
+// when it is SIGKILLed. Replica B delivers every one: none is lost, and
+// only the two in flight arrive twice. The outbox counts each row A had
+// claimed as a possible duplicate.
+func TestOutboxSurvivesReplicaKill(t *testing.T) {
+	t.Parallel()
+	built := make(chan error, 1)
+	go func() { _, err := failpointsBinary(); built <- err }()
+
+	// The agents' endpoint: until the kill it holds every ping open (in
+	// flight); after it, it answers at once.
+	var mu sync.Mutex
+	hold := true
+	inFlight := map[string]bool{}
+	received := map[string]int{}
+	held := make(chan struct{}, 100)
+	rc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			AuthReqID string `json:"auth_req_id"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		received[body.AuthReqID]++
+		holding := hold
+		if holding {
+			inFlight[body.AuthReqID] = true
+		}
+		mu.Unlock()
+		if holding {
+			held <- struct{}{}
+			<-r.Context().Done() // the sender is gone
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer rc.Close()
+	certFile := filepath.Join(t.TempDir(), "receiver.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	conf := pgtest.NewConfig(t)
+	db, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	store := approvals.NewStore(db)
+	if _, err := approvals.NewTypeStore(store).Apply(ctx, demoTypes(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := approvals.NewPolicyStore(store).Apply(ctx, loadgen.PolicyFileName, []byte(loadgen.DefaultPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	agent, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Ping agent", Domain: "agent.example.com",
+		Types: []string{"payment_initiation"}, DeliveryMode: approvals.DeliveryPing, NotifyURL: rc.URL + "/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
+		Types: []string{"payment_initiation"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	fp, _ := failpointsBinary()
+
+	// A: the failpoints build only for its shorter lease (10 s rather than
+	// 30: its sends time out after 5 s, well after the kill, and the rows
+	// it claimed are due again soon after).
+	first := exec.Command(fp, "serve", "--addr", "127.0.0.1:0", "--ping-allow", "127.0.0.0/8")
+	first.Env = env("DATABASE_URL="+conf.URL(), testKEK, "SSL_CERT_FILE="+certFile, "COUNTERSIGN_FAILPOINT_LEASE=10s")
+	pa, addr := start(t, first)
+	const n = 100
+	ids := make([]string, 0, n)
+	for i := range n {
+		form := url.Values{"scope": {"openid"}, "login_hint": {"alice@example.com"}, "client_notification_token": {fmt.Sprintf("notify-%03d", i)},
+			"authorization_details": {fmt.Sprintf(`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"%d.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`, 1+i%90)}}
+		status, body := postForm(t, "http://"+addr+"/bc-authorize", agent.ID, secret, form)
+		id, _ := body["auth_req_id"].(string)
+		if status != http.StatusOK || id == "" {
+			t.Fatalf("bc-authorize %d: %d %v", i, status, body)
+		}
+		ids = append(ids, id)
+	}
+	// A sends at most two at once to one endpoint: kill it with both held.
+	for range 2 {
+		select {
+		case <-held:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("A sent no ping\n%s", pa.logText())
+		}
+	}
+	if err := first.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_ = pa.wait(t, 10*time.Second)
+	var undelivered int
+	if err := db.Get(&undelivered, `SELECT count(*) FROM outbox WHERE kind = 'ping' AND delivered_at IS NULL`); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	hold = false
+	flying := len(inFlight)
+	mu.Unlock()
+	if undelivered != n || flying != 2 {
+		t.Fatalf("at the kill: %d undelivered rows, %d pings in flight; want %d and 2", undelivered, flying, n)
+	}
+
+	second := exec.Command(binary, "serve", "--addr", "127.0.0.1:0", "--ping-allow", "127.0.0.0/8")
+	second.Env = env("DATABASE_URL="+conf.URL(), testKEK, "SSL_CERT_FILE="+certFile)
+	pb, _ := start(t, second)
+	waitFor(t, 45*time.Second, "B to deliver every ping", func() bool {
+		var left int
+		return db.Get(&left, `SELECT count(*) FROM outbox WHERE kind = 'ping' AND delivered_at IS NULL`) == nil && left == 0
+	})
+	var counted int
+	if err := db.Get(&counted, `SELECT coalesce(sum(duplicates), 0) FROM outbox WHERE kind = 'ping'`); err != nil {
+		t.Fatal(err)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	lost, twice := 0, 0
+	for _, id := range ids {
+		switch got := received[id]; {
+		case got == 0:
+			lost++
+		case got == 2 && inFlight[id]:
+			twice++
+		case got != 1:
+			t.Errorf("auth_req_id %s arrived %d times (in flight at the kill: %v)", id, got, inFlight[id])
+		}
+	}
+	t.Logf("%d pings: %d lost, %d delivered twice (in flight at the kill), %d possible duplicates counted by the outbox", n, lost, twice, counted)
+	if lost != 0 || twice != 2 {
+		t.Fatalf("%d lost, %d of the 2 in flight delivered again; want none lost and both again\n%s", lost, twice, pb.logText())
+	}
+	if counted < twice {
+		t.Errorf("the outbox counted %d possible duplicates; want at least the %d actual ones", counted, twice)
 	}
 }
