@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
 	"github.com/countersign/countersign/approvals/policy"
 )
 
@@ -63,21 +66,135 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 	if err != nil {
 		return PolicyChange{}, err
 	}
-	if _, err := policy.Compile(f); err != nil {
+	set, err := policy.Compile(f)
+	if err != nil {
 		return PolicyChange{}, err
 	}
+	// The types whose velocity counters this version needs.
+	var counted []string
+	for t := range f.Types {
+		if set.ReadsRecent(t) {
+			counted = append(counted, t)
+		}
+	}
+	slices.Sort(counted)
+	// A change of the counted types needs request writes kept out while
+	// the counters are rebuilt; that lock is taken before the policy's,
+	// which admissions wait on (their requests' policy_version key). A
+	// concurrent publisher can change them between the first look and the
+	// locks: then the publish starts again, with the lock.
+	for try := 0; ; try++ {
+		change, retry, err := ps.apply(ctx, name, source, f, counted, try > 0)
+		if retry && try == 0 {
+			continue
+		}
+		return change, err
+	}
+}
+
+// apply is one try of Apply; retry reports that the counted types changed
+// under it without the request lock (lockRequests was false).
+func (ps *PolicyStore) apply(ctx context.Context, name string, source []byte, f *policy.File, counted []string, lockRequests bool) (_ PolicyChange, retry bool, _ error) {
 	sum := sha256.Sum256(source)
 	digest := hex.EncodeToString(sum[:])
+	fail := func(err error) (PolicyChange, bool, error) {
+		return PolicyChange{}, false, fmt.Errorf("approvals: apply policy: %w", translate(err))
+	}
 
 	tx, err := ps.store.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+		return fail(err)
 	}
 	defer tx.Rollback()
+	tracked := func() ([]string, error) {
+		var have []string
+		err := tx.SelectContext(ctx, &have, `SELECT type FROM velocity_tracked ORDER BY type`)
+		return have, err
+	}
+	have, err := tracked()
+	if err != nil {
+		return fail(err)
+	}
+	lockRequests = lockRequests || !slices.Equal(have, counted)
+	if lockRequests {
+		if _, err := tx.ExecContext(ctx, `LOCK TABLE requests IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+			return fail(err)
+		}
+	}
 	// One publisher at a time: versions are numbered without gaps.
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE policy_versions IN EXCLUSIVE MODE`); err != nil {
-		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
+		return fail(err)
 	}
+	if have, err = tracked(); err != nil {
+		return fail(err)
+	}
+	if !slices.Equal(have, counted) {
+		if !lockRequests {
+			return PolicyChange{}, true, nil
+		}
+		if err := retrack(ctx, tx, have, counted); err != nil {
+			return fail(err)
+		}
+	}
+	change, err := ps.publish(ctx, tx, name, source, f, digest)
+	if err != nil {
+		return PolicyChange{}, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(err)
+	}
+	return change, false, nil
+}
+
+// backfillVelocitySQL rebuilds the counters of types $1 from the last
+// day's requests (what any window reads), as request_velocity_track would
+// have kept them.
+const backfillVelocitySQL = `
+INSERT INTO request_velocity (subject, type, bucket, class, currency, shard, n, amount)
+SELECT s.subject, t.type, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), c.currency,
+	velocity_shard(r.id), count(*), sum(c.amount)
+FROM requests r
+CROSS JOIN LATERAL (SELECT DISTINCT x FROM unnest(r.types) x WHERE x = ANY($1)) t(type)
+CROSS JOIN LATERAL (VALUES ('agent:' || r.agent_id), ('user:' || r.user_id)) s(subject)
+CROSS JOIN LATERAL (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(r.amounts)) c(currency, amount)
+WHERE r.created_at >= velocity_bucket(now() - interval '1 day') AND r.types && $1
+GROUP BY 1, 2, 3, 4, 5, 6`
+
+// retrack makes the counted types want instead of have, under the request
+// lock: a newly counted type's counters are rebuilt, a type no longer
+// counted loses them (so none go stale).
+func retrack(ctx context.Context, tx *sqlx.Tx, have, want []string) error {
+	var add, drop []string
+	for _, t := range want {
+		if !slices.Contains(have, t) {
+			add = append(add, t)
+		}
+	}
+	for _, t := range have {
+		if !slices.Contains(want, t) {
+			drop = append(drop, t)
+		}
+	}
+	changed := pq.StringArray(append(slices.Clone(add), drop...))
+	if _, err := tx.ExecContext(ctx, `DELETE FROM request_velocity WHERE type = ANY($1)`, changed); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM velocity_tracked WHERE type = ANY($1)`, pq.StringArray(drop)); err != nil {
+		return err
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, backfillVelocitySQL, pq.StringArray(add)); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO velocity_tracked (type) SELECT unnest($1::text[])`, pq.StringArray(add))
+	return err
+}
+
+// publish stores f as the next version unless it is the current one (in
+// effect) already, with its event, on tx.
+func (ps *PolicyStore) publish(ctx context.Context, tx *sqlx.Tx, name string, source []byte, f *policy.File, digest string) (PolicyChange, error) {
 	var registered []string
 	if err := tx.SelectContext(ctx, &registered, `SELECT name FROM request_types`); err != nil {
 		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
@@ -120,9 +237,6 @@ func (ps *PolicyStore) Apply(ctx context.Context, name string, source []byte) (P
 		Body: mustJSON(map[string]any{"before": before, "after": map[string]any{"version": version, "digest": digest, "file_name": name},
 			"diff": nonNilSlice(diff)})}}); err != nil {
 		return PolicyChange{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return PolicyChange{}, fmt.Errorf("approvals: apply policy: %w", err)
 	}
 	return PolicyChange{Version: version, Changed: true, Diff: diff, Unregistered: unregistered}, nil
 }

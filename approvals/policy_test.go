@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -474,5 +475,85 @@ func TestAgentRegistrationURLs(t *testing.T) {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// velocityFromRequests is what the counters should hold: the last day's
+// requests grouped as request_velocity_track counts them, for type t.
+const velocityFromRequestsSQL = `
+SELECT s.subject || '/' || velocity_bucket(r.created_at)::text || '/' || velocity_class(r.state, r.outcome)
+	|| '/' || c.currency || '/' || velocity_shard(r.id) || '=' || count(*) || ':' || sum(c.amount) AS row
+FROM requests r
+CROSS JOIN LATERAL (VALUES ('agent:' || r.agent_id), ('user:' || r.user_id)) s(subject)
+CROSS JOIN LATERAL (SELECT '', 0::numeric UNION ALL SELECT key, value::numeric FROM jsonb_each_text(r.amounts)) c(currency, amount)
+WHERE $1 = ANY(r.types)
+GROUP BY s.subject, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), c.currency, velocity_shard(r.id)
+ORDER BY 1`
+
+const velocityCountersSQL = `
+SELECT subject || '/' || bucket::text || '/' || class || '/' || currency || '/' || shard || '=' || n || ':' || amount AS row
+FROM request_velocity WHERE type = $1 AND n <> 0 ORDER BY 1`
+
+// TestVelocityCountedOnlyWhereRead: a policy whose rules never read
+// recent for a type keeps no counters for it (the auto-allowed flow writes
+// none); publishing one that reads it rebuilds them from the requests made
+// meanwhile, and from then on the trigger keeps them exact through
+// admissions and decisions; publishing one that stops reading drops them.
+func TestVelocityCountedOnlyWhereRead(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	noRecent := []byte("types:\n  payment_initiation:\n    - {id: small, when: \"amount(details.instructedAmount) <= 100\", outcome: allow, reason: Small}\n" +
+		"    - {id: rest, when: \"true\", outcome: approve, reason: Approval needed}\n")
+	counters := func() []string {
+		var rows []string
+		if err := f.store.db.SelectContext(ctx, &rows, velocityCountersSQL, "payment_initiation"); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	expected := func() []string {
+		var rows []string
+		if err := f.store.db.SelectContext(ctx, &rows, velocityFromRequestsSQL, "payment_initiation"); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	if _, err := f.svc.Policies().Apply(ctx, "no-recent.yaml", noRecent); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if c, err := f.ask(t, f.agent, payment(fmt.Sprintf("%d.00", 10+i), "EUR")); err != nil || c.Request.Outcome != "allow" {
+			t.Fatalf("payment %d: %v %v, want allow", i, c.Request.Outcome, err)
+		}
+	}
+	pending, err := f.ask(t, f.agent, payment("500.00", "EUR"))
+	if err != nil || pending.Request.State != StatePending {
+		t.Fatalf("large payment: %+v %v, want pending", pending.Request.State, err)
+	}
+	if got := counters(); len(got) != 0 {
+		t.Fatalf("counters kept for a type no rule reads recent of: %v", got)
+	}
+
+	// The demo policy reads recent for payments: the counters are rebuilt.
+	f.applyDemoPolicy(t)
+	if got, want := counters(), expected(); !slices.Equal(got, want) || len(want) == 0 {
+		t.Fatalf("counters after the publish:\n%v\nwant (from the requests):\n%v", got, want)
+	}
+	// Kept exact from then on: an admission and a decision.
+	if _, err := f.ask(t, f.agent, payment("20.00", "EUR")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Review(ctx, pending.Request.ID, Reviewer{UserID: f.user.ID}, ReviewInput{Verdict: VerdictDeny}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := counters(), expected(); !slices.Equal(got, want) {
+		t.Fatalf("counters after an admission and a decision:\n%v\nwant (from the requests):\n%v", got, want)
+	}
+
+	if _, err := f.svc.Policies().Apply(ctx, "no-recent.yaml", noRecent); err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(); len(got) != 0 {
+		t.Fatalf("counters left after a policy that stops reading recent: %v", got)
 	}
 }

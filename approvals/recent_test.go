@@ -26,7 +26,9 @@ func TestRecentMatchesHistory(t *testing.T) {
 INSERT INTO agents (id, name, domain, types, delivery_mode, auth_method, secret_hash)
 VALUES ('agt_a', 'a', 'a.example.com', '{t1,t2}', 'poll', 'client_secret_basic', '\x00'),
        ('agt_b', 'b', 'b.example.com', '{t1,t2}', 'poll', 'client_secret_basic', '\x00');
-INSERT INTO users (id, email) VALUES ('usr_a', 'a@example.com'), ('usr_b', 'b@example.com')`
+INSERT INTO users (id, email) VALUES ('usr_a', 'a@example.com'), ('usr_b', 'b@example.com');
+-- Counted, as for a policy whose rules read recent of both types.
+INSERT INTO velocity_tracked (type) VALUES ('t1'), ('t2')`
 	if _, err := db.ExecContext(ctx, setup); err != nil {
 		t.Fatal(err)
 	}
