@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -151,6 +152,34 @@ func TestAutoFlowStatements(t *testing.T) {
 		if _, err := svc.Token(ctx, a, c.AuthReqID); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The setup's events (and the resync of the listener's first connection)
+	// reach the caches through the listener, in order, some time after
+	// their commits: once a notice sent after them has arrived, no
+	// invalidation is still on its way to the measured flows.
+	synced := make(chan struct{}, 1)
+	l.Subscribe(func(n Notice) {
+		if n.Kind == "test.synced" {
+			select {
+			case synced <- struct{}{}:
+			default:
+			}
+		}
+	})
+	// (Sent again until it arrives: the listener may not be listening yet.)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := db.ExecContext(ctx, `SELECT pg_notify($1, '{"kind":"test.synced"}')`, EventsChannel); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-synced:
+		case <-time.After(200 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the listener did not deliver the test's notice")
+			}
+			continue
+		}
+		break
 	}
 	flow() // warms the caches
 	s0, r0, p0, b0 := cnt.statements.Load(), cnt.preparedRuns.Load(), cnt.prepares.Load(), cnt.begins.Load()
