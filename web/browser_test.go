@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -202,7 +203,7 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 	}
 	alice.tab.Click(t, "#approve")
 	alice.tab.WaitVisible(t, "#outcome")
-	if got := alice.tab.Text(t, "#outcome"); got != "This request was approved." {
+	if got := alice.tab.TextIs(t, "#outcome", "This request was approved."); got != "This request was approved." {
 		t.Errorf("after Approve the page says %q", got)
 	}
 	tok := e.wantToken(t, approveReq)
@@ -214,7 +215,7 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 	alice.tab.Fill(t, "#reason", "Not this vendor")
 	alice.tab.Click(t, "#deny")
 	alice.tab.WaitVisible(t, "#outcome")
-	if got := alice.tab.Text(t, "#outcome"); got != "This request was denied." {
+	if got := alice.tab.TextIs(t, "#outcome", "This request was denied."); got != "This request was denied." {
 		t.Errorf("after Deny the page says %q", got)
 	}
 	if got := alice.tab.Text(t, "#reviews"); !strings.Contains(got, "Not this vendor") {
@@ -238,7 +239,7 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 	alice.tab.WaitVisible(t, "#outcome")
 	stale.Click(t, "#approve")
 	stale.WaitVisible(t, "#outcome")
-	if got := stale.Text(t, "#outcome"); got != "This request was denied." {
+	if got := stale.TextIs(t, "#outcome", "This request was denied."); got != "This request was denied." {
 		t.Errorf("the stale tab's Approve shows %q, want the deny that won", got)
 	}
 }
@@ -255,7 +256,7 @@ func TestBrowserQuorumOfTwo(t *testing.T) {
 	}
 	bob.tab.Click(t, "#approve")
 	bob.tab.WaitVisible(t, "#outcome")
-	if got := bob.tab.Text(t, "#outcome"); !strings.Contains(got, "waits for the other approvals") {
+	if got := bob.tab.TextHas(t, "#outcome", "waits for the other approvals"); !strings.Contains(got, "waits for the other approvals") {
 		t.Errorf("after the first of two approvals bob reads %q", got)
 	}
 	if got := bob.tab.Text(t, "#quorum"); got != "maintainers: 1 of 2" {
@@ -272,7 +273,7 @@ func TestBrowserQuorumOfTwo(t *testing.T) {
 	}
 	carol.tab.Click(t, "#approve")
 	carol.tab.WaitVisible(t, "#outcome")
-	if got := carol.tab.Text(t, "#outcome"); got != "This request was approved." {
+	if got := carol.tab.TextIs(t, "#outcome", "This request was approved."); got != "This request was approved." {
 		t.Errorf("after the second approval carol reads %q", got)
 	}
 	e.resetPoll(id)
@@ -291,7 +292,7 @@ func TestBrowserThisWasntMe(t *testing.T) {
 	if err != nil || a.Status != "suspended" {
 		t.Fatalf("the reported agent is %q (%v), want suspended", a.Status, err)
 	}
-	if got := alice.tab.Text(t, "#outcome"); got != "This request was denied." {
+	if got := alice.tab.TextIs(t, "#outcome", "This request was denied."); got != "This request was denied." {
 		t.Errorf("the reported request's page says %q", got)
 	}
 	// The agent gets no token, and its other pending request for alice is
@@ -350,7 +351,7 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	}
 	tab.Click(t, "#approve")
 	tab.WaitVisible(t, "#outcome")
-	if got := tab.Text(t, "#outcome"); got != "This request was approved." {
+	if got := tab.TextIs(t, "#outcome", "This request was approved."); got != "This request was approved." {
 		t.Errorf("after Approve without JavaScript: %q", got)
 	}
 	e.wantToken(t, approveReq)
@@ -540,7 +541,7 @@ func TestBrowserPushNotification(t *testing.T) {
 	notifications := func(want int) []shown {
 		t.Helper()
 		var got []shown
-		for range 50 {
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
 			alice.tab.Eval(t, `navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns =>
 				ns.map(n => ({Title: n.title, Body: n.body, Tag: n.tag, URL: n.data && n.data.url})))`, &got)
 			if len(got) == want {
@@ -586,7 +587,7 @@ func TestBrowserLiveUpdates(t *testing.T) {
 	phone.Navigate(t, e.base+"/approve/"+id)
 	phone.ClickNavigate(t, "#approve")
 	laptop.tab.WaitVisible(t, "#outcome")
-	if got := laptop.tab.Text(t, "#outcome"); got != "This request was approved." {
+	if got := laptop.tab.TextIs(t, "#outcome", "This request was approved."); got != "This request was approved." {
 		t.Errorf("the laptop's page, after the phone approved: %q", got)
 	}
 	if msgs := laptop.tab.ConsoleMessages(); len(msgs) != 0 {

@@ -152,7 +152,7 @@ func TestStepUpInBrowser(t *testing.T) {
 	}
 	tab.Click(t, "#approve")
 	tab.WaitVisible(t, "#outcome")
-	if got := tab.Text(t, "#outcome"); got != "This request was approved." {
+	if got := tab.TextIs(t, "#outcome", "This request was approved."); got != "This request was approved." {
 		t.Fatalf("after the step-up the page says %q", got)
 	}
 	status, tok := agentPost(t, base, "/token", agent.ID, secret, url.Values{"grant_type": {"urn:openid:params:grant-type:ciba"}, "auth_req_id": {authReqID}})
