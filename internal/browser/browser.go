@@ -28,6 +28,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/serviceworker"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 )
 
@@ -57,10 +58,21 @@ func chromium() (string, error) {
 		strings.Join(chromiumPaths, ", "))
 }
 
+// Option configures a new browser.
+type Option func(*browserConfig)
+
+type browserConfig struct {
+	env []string // NAME=value for the Chromium process
+}
+
 // New starts Chromium, headless, with a fresh profile; it stops when the
 // test ends.
-func New(t testing.TB) *Browser {
+func New(t testing.TB, options ...Option) *Browser {
 	t.Helper()
+	var cfg browserConfig
+	for _, o := range options {
+		o(&cfg)
+	}
 	path, err := chromium()
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +94,9 @@ func New(t testing.TB) *Browser {
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("hide-scrollbars", true),
+	}
+	if len(cfg.env) > 0 {
+		opts = append(opts, chromedp.Env(cfg.env...))
 	}
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	root, cancelRoot := chromedp.NewContext(alloc)
@@ -135,6 +150,7 @@ type tabConfig struct {
 	noJS     bool
 	timeout  time.Duration
 	shared   *Tab
+	own      bool // the browser's own profile
 }
 
 // TabOption configures a new tab.
@@ -157,6 +173,13 @@ func WithTimeout(d time.Duration) TabOption { return func(c *tabConfig) { c.time
 // isolated from each other, as different people's browsers are.
 func WithSessionOf(other *Tab) TabOption { return func(c *tabConfig) { c.shared = other } }
 
+// InBrowserProfile opens the tab in the browser's own profile (the one on
+// disk) rather than in a fresh one: a click on a notification through the
+// desktop (NotificationServer) reaches only pages of that profile (Chromium
+// 156 finds no notification of a profile made over DevTools). Tabs in it
+// share cookies, as WithSessionOf's do.
+func InBrowserProfile() TabOption { return func(c *tabConfig) { c.own = true } }
+
 // Tab is one page.
 type Tab struct {
 	ctx     context.Context
@@ -175,28 +198,15 @@ func (b *Browser) NewTab(t testing.TB, opts ...TabOption) *Tab {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	profile := chromedp.WithNewBrowserContext()
-	if cfg.shared != nil {
-		profile = chromedp.WithExistingBrowserContext(chromedp.FromContext(cfg.shared.ctx).BrowserContextID)
+	var profile []chromedp.ContextOption // the browser's own: the root's
+	switch {
+	case cfg.shared != nil:
+		profile = append(profile, chromedp.WithExistingBrowserContext(chromedp.FromContext(cfg.shared.ctx).BrowserContextID))
+	case !cfg.own:
+		profile = append(profile, chromedp.WithNewBrowserContext())
 	}
-	ctx, cancel := chromedp.NewContext(b.root, profile)
-	tab := &Tab{ctx: ctx, cancel: cancel, timeout: cfg.timeout}
-	t.Cleanup(tab.Close)
-	// The first run opens the target, without a timeout (see New).
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("opening a tab: %v", err)
-	}
-	messages := chromedp.Console(ctx)
-	go func() {
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			tab.mu.Lock()
-			tab.console = append(tab.console, fmt.Sprintf("%s: %s", m.Type, m.Text))
-			tab.mu.Unlock()
-		}
-	}()
+	ctx, cancel := chromedp.NewContext(b.root, profile...)
+	tab := open(t, ctx, cancel, cfg.timeout)
 	v := cfg.viewport
 	steps := []chromedp.Action[chromedp.Void]{
 		chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
@@ -218,6 +228,81 @@ func (b *Browser) NewTab(t testing.TB, opts ...TabOption) *Tab {
 	}
 	tab.do(t, "set up the tab", steps...)
 	return tab
+}
+
+// open opens the context's target; the tab closes when the test ends.
+func open(t testing.TB, ctx context.Context, cancel context.CancelFunc, timeout time.Duration) *Tab {
+	t.Helper()
+	// The first run opens the target, without a timeout (see New).
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		t.Fatalf("opening a tab: %v", err)
+	}
+	return follow(t, ctx, cancel, timeout)
+}
+
+// follow makes a Tab of the context, whose target is open, and follows
+// its console; the tab ends when the test does.
+func follow(t testing.TB, ctx context.Context, cancel context.CancelFunc, timeout time.Duration) *Tab {
+	tab := &Tab{ctx: ctx, cancel: cancel, timeout: timeout}
+	t.Cleanup(tab.Close)
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			tab.mu.Lock()
+			tab.console = append(tab.console, fmt.Sprintf("%s: %s", m.Type, m.Text))
+			tab.mu.Unlock()
+		}
+	}()
+	return tab
+}
+
+// OpenedTab does action and returns the tab the browser opens because of
+// it, by itself rather than for a test's NewTab: a service worker's
+// clients.openWindow, say. The tab's actions are bounded as NewTab's are
+// by default (15 s), and so is the wait for it. Close detaches from the
+// tab; it closes with the browser.
+func (b *Browser) OpenedTab(t testing.TB, action func()) *Tab {
+	t.Helper()
+	const timeout = 15 * time.Second
+	ctx, cancel := context.WithTimeout(b.root, timeout)
+	defer cancel()
+	opened := make(chan target.ID, 1)
+	if err := chromedp.ListenBrowser(ctx, func(ev any) {
+		if ev, ok := ev.(*target.EventTargetCreated); ok && ev.TargetInfo.Type == "page" {
+			select {
+			case opened <- ev.TargetInfo.TargetID:
+			default: // the first one only
+			}
+		}
+	}); err != nil {
+		t.Fatalf("following the browser's tabs: %v", err)
+	}
+	action()
+	var id target.ID
+	select {
+	case id = <-opened:
+	case <-ctx.Done():
+		t.Fatalf("the browser opened no tab within %s", timeout)
+	}
+	// A tab caught between its blank start and its first page has no
+	// JavaScript context for the attach to ask about: attach again. An
+	// attempt only detaches when it ends, so that it leaves the tab open;
+	// the tab closes with the browser.
+	for {
+		tctx, tcancel := chromedp.NewContext(b.root, chromedp.WithTargetID(id), chromedp.WithDetachOnCancel())
+		err := chromedp.Do(tctx)
+		if err == nil {
+			return follow(t, tctx, tcancel, timeout)
+		}
+		tcancel()
+		if !strings.Contains(err.Error(), "Cannot find default execution context") || ctx.Err() != nil {
+			t.Fatalf("attaching to the tab the browser opened: %v", err)
+		}
+	}
 }
 
 // Close closes the tab (and its profile, unless another tab shares it).

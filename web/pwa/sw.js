@@ -2,6 +2,12 @@
 // caches nothing and handles no fetches.
 "use strict";
 
+// A request id is a UUID. The consent page's address is made from it, on
+// this origin, and never taken from a message: the message's url is not
+// followed.
+const requestID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const isRequestID = (id) => typeof id === "string" && requestID.test(id);
+
 const titles = {
   approve: "An agent asks for your approval",
   step_up: "An agent asks for your approval with a passkey",
@@ -18,7 +24,7 @@ self.addEventListener("push", (event) => {
   } catch (_) {
     return;
   }
-  if (!msg.request_id || typeof msg.url !== "string" || !msg.url.startsWith("/approve/")) return;
+  if (!isRequestID(msg.request_id)) return;
   if (msg.type === "decided") {
     // Decided elsewhere: close this request's notification here.
     event.waitUntil(self.registration.getNotifications({ tag: msg.request_id })
@@ -33,13 +39,14 @@ self.addEventListener("push", (event) => {
     tag: msg.request_id,
     renotify: false,
     requireInteraction: true,
-    data: { url: msg.url },
+    data: { request_id: msg.request_id },
   }));
 });
 
-// openConsent focuses an open tab of the consent page, or opens one.
-async function openConsent(path) {
-  const url = new URL(path, self.location.origin).href;
+// openConsent focuses an open tab of request id's consent page, or opens
+// one.
+async function openConsent(id) {
+  const url = new URL("/approve/" + id, self.location.origin).href;
   const open = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
   for (const c of open) {
     if (c.url === url && "focus" in c) return c.focus();
@@ -49,6 +56,6 @@ async function openConsent(path) {
 
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  const path = event.notification.data && event.notification.data.url;
-  if (typeof path === "string" && path.startsWith("/approve/")) event.waitUntil(openConsent(path));
+  const id = event.notification.data && event.notification.data.request_id;
+  if (isRequestID(id)) event.waitUntil(openConsent(id));
 });
