@@ -177,15 +177,22 @@ function wireCountdowns() {
 // busy is set while a passkey ceremony runs on the page.
 let servedMain = null, busy = false;
 
-function liveRefresh() {
+// underWay says whether the page holds what a re-read would lose: a
+// passkey ceremony, or a deny reason being typed.
+function underWay() {
   const reason = document.getElementById("reason");
-  if (busy || (reason && (reason.value || document.activeElement === reason))) return; // do not lose what is under way
+  return busy || (reason && (reason.value || document.activeElement === reason));
+}
+
+function liveRefresh() {
+  if (underWay()) return;
   fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
     .then((res) => (res.ok || res.status === 404 || res.status === 410 ? res.text() : Promise.reject(res.status)))
     .then((html) => {
       const next = new DOMParser().parseFromString(html, "text/html").querySelector("main");
       const main = document.querySelector("main");
-      if (!next || !main || busy || next.innerHTML === servedMain) return;
+      // Checked again: typing may have begun while the page was read.
+      if (!next || !main || underWay() || next.innerHTML === servedMain) return;
       servedMain = next.innerHTML;
       main.innerHTML = next.innerHTML;
       wireCountdowns();
