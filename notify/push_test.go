@@ -360,3 +360,59 @@ func TestPushRateLimit(t *testing.T) {
 		t.Errorf("pushes per request under a limit of 2 a minute: %v, want [2 2 0] (two requests, each to both devices)", perRequest)
 	}
 }
+
+// TestSlowPushTargetDoesNotHoldOthers: one of alice's devices has a push
+// endpoint that never answers; her other device still gets every push
+// while the slow one has answered none, and the slow one never has more
+// than PerTarget sends in flight.
+func TestSlowPushTargetDoesNotHoldOthers(t *testing.T) {
+	t.Parallel()
+	f := newPushFixture(t)
+	hold := make(chan struct{})
+	var mu sync.Mutex
+	slowNow, slowMax := 0, 0
+	fast := make(chan struct{}, 16)
+	f.ps.answer = func(path string, _ int) (int, string) {
+		if path == "/push/phone" {
+			fast <- struct{}{}
+			return http.StatusCreated, ""
+		}
+		mu.Lock()
+		slowNow++
+		slowMax = max(slowMax, slowNow)
+		mu.Unlock()
+		<-hold // the laptop's push service never answers (until the test ends)
+		mu.Lock()
+		slowNow--
+		mu.Unlock()
+		return http.StatusCreated, ""
+	}
+	agent := f.agent("")
+	const n = 6
+	for i := range n {
+		details := fmt.Sprintf(`[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"%d.00"},"creditorName":"Bob","creditorAccount":{"iban":"DE89370400440532013000"}}]`, 5+i)
+		if _, err := f.svc.Authorize(context.Background(), agent, approvals.AuthRequest{Scope: "openid", LoginHint: f.user.Email,
+			AuthorizationDetails: []byte(details)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := f.worker // the default slots: 8 in all, 2 per target
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Run(ctx); close(stopped) }()
+	defer func() { close(hold); cancel(); <-stopped }()
+
+	deadline := time.After(30 * time.Second)
+	for got := 0; got < n; got++ {
+		select {
+		case <-fast:
+		case <-deadline:
+			t.Fatalf("the phone got %d of %d pushes while the laptop's endpoint held its sends", got, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if slowMax > 2 || slowMax == 0 {
+		t.Errorf("%d sends to the silent endpoint at once, want 1 or 2 (PerTarget)", slowMax)
+	}
+}
