@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,11 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
-	"github.com/countersign/countersign/internal/pgtest"
 	"github.com/countersign/countersign/rar"
 )
 
@@ -94,40 +90,13 @@ func TestPingSurvivesCrash(t *testing.T) {
 	}))
 	defer rc.Close()
 	received := func() int { mu.Lock(); defer mu.Unlock(); return len(pings) }
-	certFile := filepath.Join(t.TempDir(), "receiver.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	conf := pgtest.NewConfig(t)
-	db, err := sqlx.Connect("postgres", conf.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	certFile := trustFile(t, rc)
+	sd := newServeDB(t, "policy.yaml", demo.Policy(),
+		approvals.NewAgent{Name: "Ping agent", Domain: "agent.example.com", DeliveryMode: approvals.DeliveryPing, NotifyURL: rc.URL + "/cb"})
+	conf, db, store, user, agent, secret := sd.conf, sd.db, sd.store, sd.user, sd.agent, sd.secret
 	ctx := context.Background()
 	kek := []byte("0123456789abcdef0123456789abcdef") // testKEK
-	store := approvals.NewStore(db)
 	types := approvals.NewTypeStore(store)
-	if _, err := types.Apply(ctx, demoTypes(t)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "policy.yaml", demo.Policy()); err != nil {
-		t.Fatal(err)
-	}
-	user, err := store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Ping agent", Domain: "agent.example.com",
-		Types: []string{"payment_initiation"}, DeliveryMode: approvals.DeliveryPing, NotifyURL: rc.URL + "/cb"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
-		Types: []string{"payment_initiation"}}); err != nil {
-		t.Fatal(err)
-	}
 	svc := approvals.NewService(store, types, nil, approvals.Config{KEK: kek})
 
 	if err := <-built; err != nil {

@@ -18,12 +18,66 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/jmoiron/sqlx"
+	"github.com/peterldowns/pgtestdb"
 
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/examples/demo"
 	"github.com/countersign/countersign/internal/loadgen"
 	"github.com/countersign/countersign/internal/pgtest"
 )
+
+// serveDB is a fresh database made ready for serve processes: the demo
+// types, a policy, alice, one agent for payments and the API resource
+// server.
+type serveDB struct {
+	conf   pgtestdb.Config
+	db     *sqlx.DB
+	store  *approvals.Store
+	user   approvals.User
+	agent  approvals.Agent
+	secret string // the agent's
+}
+
+func newServeDB(t *testing.T, policyName string, policy []byte, agent approvals.NewAgent) *serveDB {
+	t.Helper()
+	s := &serveDB{conf: pgtest.NewConfig(t)}
+	var err error
+	if s.db, err = sqlx.Connect("postgres", s.conf.URL()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.db.Close() })
+	ctx := context.Background()
+	s.store = approvals.NewStore(s.db)
+	if _, err := approvals.NewTypeStore(s.store).Apply(ctx, demoTypes(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := approvals.NewPolicyStore(s.store).Apply(ctx, policyName, policy); err != nil {
+		t.Fatal(err)
+	}
+	if s.user, err = s.store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	agent.Types = []string{"payment_initiation"}
+	if s.agent, s.secret, err = s.store.CreateAgent(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
+		Types: []string{"payment_initiation"}}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// trustFile writes srv's certificate where child processes find it
+// through SSL_CERT_FILE, and returns its path.
+func trustFile(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "receiver.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // liveClient is a WebSocket client of one replica's GET /live, signed in
 // as a person by their session cookie; its messages arrive on msgs.
@@ -105,33 +159,9 @@ func (c *liveClient) await(t *testing.T, id string, since time.Time, within time
 // else).
 func TestLiveAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	conf := pgtest.NewConfig(t)
-	db, err := sqlx.Connect("postgres", conf.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	sd := newServeDB(t, "policy.yaml", demo.Policy(), approvals.NewAgent{Name: "Agent", Domain: "agent.example.com"})
+	conf, store, user, agent, secret := sd.conf, sd.store, sd.user, sd.agent, sd.secret
 	ctx := context.Background()
-	store := approvals.NewStore(db)
-	if _, err := approvals.NewTypeStore(store).Apply(ctx, demoTypes(t)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := approvals.NewPolicyStore(store).Apply(ctx, "policy.yaml", demo.Policy()); err != nil {
-		t.Fatal(err)
-	}
-	user, err := store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Agent", Domain: "agent.example.com",
-		Types: []string{"payment_initiation"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
-		Types: []string{"payment_initiation"}}); err != nil {
-		t.Fatal(err)
-	}
 	session, sess, err := store.CreateSession(ctx, user.ID, []string{"hwk", "user"}, "test", "")
 	if err != nil {
 		t.Fatal(err)
@@ -225,37 +255,10 @@ func TestOutboxSurvivesReplicaKill(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer rc.Close()
-	certFile := filepath.Join(t.TempDir(), "receiver.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	conf := pgtest.NewConfig(t)
-	db, err := sqlx.Connect("postgres", conf.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx := context.Background()
-	store := approvals.NewStore(db)
-	if _, err := approvals.NewTypeStore(store).Apply(ctx, demoTypes(t)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := approvals.NewPolicyStore(store).Apply(ctx, loadgen.PolicyFileName, []byte(loadgen.DefaultPolicy)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.CreateUser(ctx, approvals.NewUser{Email: "alice@example.com"}); err != nil {
-		t.Fatal(err)
-	}
-	agent, secret, err := store.CreateAgent(ctx, approvals.NewAgent{Name: "Ping agent", Domain: "agent.example.com",
-		Types: []string{"payment_initiation"}, DeliveryMode: approvals.DeliveryPing, NotifyURL: rc.URL + "/cb"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.CreateResourceServer(ctx, approvals.NewResourceServer{Name: "API", Audience: "https://api.example.com",
-		Types: []string{"payment_initiation"}}); err != nil {
-		t.Fatal(err)
-	}
+	certFile := trustFile(t, rc)
+	sd := newServeDB(t, loadgen.PolicyFileName, []byte(loadgen.DefaultPolicy),
+		approvals.NewAgent{Name: "Ping agent", Domain: "agent.example.com", DeliveryMode: approvals.DeliveryPing, NotifyURL: rc.URL + "/cb"})
+	conf, db, agent, secret := sd.conf, sd.db, sd.agent, sd.secret
 	if err := <-built; err != nil {
 		t.Fatal(err)
 	}
