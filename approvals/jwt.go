@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+	"sync"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Errors of token verification. Every error Verify returns wraps exactly one
@@ -168,6 +168,7 @@ type Keyring struct {
 	current map[jose.SignatureAlgorithm]ringKey // the signing key of each alg
 	private map[string]crypto.Signer            // by kid: current keys only
 	jwks    []jose.JSONWebKey                   // public keys, in a stable order
+	signers sync.Map                            // kid + " " + typ → jose.Signer, made on first use
 }
 
 // ringKey is one public key of a Keyring.
@@ -199,18 +200,43 @@ func (k *Keyring) Sign(alg jose.SignatureAlgorithm, typ string, claims any) (str
 	if !ok {
 		return "", fmt.Errorf("approvals: no current %s signing key", alg)
 	}
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: k.private[cur.kid], KeyID: cur.kid}},
-		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)),
-	)
+	signer, err := k.signer(cur, typ)
 	if err != nil {
-		return "", fmt.Errorf("approvals: signer %s: %w", cur.kid, err)
+		return "", err
 	}
-	token, err := jwt.Signed(signer).Claims(claims).Serialize()
+	// The claims are marshalled once, as they are: the JWT builder's merge
+	// of claim sets would decode and re-encode them (authorization_details
+	// included) through a map.
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("approvals: sign: %w", err)
+	}
+	if len(payload) == 0 || payload[0] != '{' { // RFC 7519 §7.2: a JSON object
+		return "", fmt.Errorf("approvals: sign: claims must be a JSON object, not %.20s", payload)
+	}
+	jws, err := signer.Sign(payload)
 	if err != nil {
 		return "", fmt.Errorf("approvals: sign with %s: %w", cur.kid, err)
 	}
-	return token, nil
+	return jws.CompactSerialize()
+}
+
+// signer returns the JOSE signer of key cur for tokens typed typ, made once
+// per keyring (a signer is safe for concurrent use).
+func (k *Keyring) signer(cur ringKey, typ string) (jose.Signer, error) {
+	id := cur.kid + " " + typ
+	if s, ok := k.signers.Load(id); ok {
+		return s.(jose.Signer), nil
+	}
+	s, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: cur.alg, Key: jose.JSONWebKey{Key: k.private[cur.kid], KeyID: cur.kid}},
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: signer %s: %w", cur.kid, err)
+	}
+	k.signers.Store(id, s)
+	return s, nil
 }
 
 // Verify checks token and unmarshals its payload into claims. It accepts
