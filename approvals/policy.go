@@ -3,6 +3,7 @@ package approvals
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -101,14 +102,16 @@ func (ps *PolicyStore) apply(ctx context.Context, name string, source []byte, f 
 		return PolicyChange{}, false, fmt.Errorf("approvals: apply policy: %w", translate(err))
 	}
 
-	tx, err := ps.store.db.BeginTxx(ctx, nil)
+	// Read committed whatever the server's default: the rebuild must see
+	// every request committed before the lock was granted.
+	tx, err := ps.store.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fail(err)
 	}
 	defer tx.Rollback()
 	tracked := func() ([]string, error) {
 		var have []string
-		err := tx.SelectContext(ctx, &have, `SELECT type FROM velocity_tracked ORDER BY type`)
+		err := tx.SelectContext(ctx, &have, `SELECT type FROM velocity_tracked ORDER BY type COLLATE "C"`) // Go's order
 		return have, err
 	}
 	have, err := tracked()
@@ -117,6 +120,11 @@ func (ps *PolicyStore) apply(ctx context.Context, name string, source []byte, f 
 	}
 	lockRequests = lockRequests || !slices.Equal(have, counted)
 	if lockRequests {
+		// Request writes queue behind this lock while it waits for those in
+		// flight: a publish that cannot have it soon fails instead.
+		if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+			return fail(err)
+		}
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE requests IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 			return fail(err)
 		}
@@ -161,8 +169,10 @@ WHERE r.created_at >= velocity_bucket(now() - interval '1 day') AND r.types && $
 GROUP BY 1, 2, 3, 4, 5, 6`
 
 // retrack makes the counted types want instead of have, under the request
-// lock: a newly counted type's counters are rebuilt, a type no longer
-// counted loses them (so none go stale).
+// lock: a newly counted type's counters are rebuilt; a type no longer
+// counted keeps its counters until the sweeper ages them out (a replica
+// still on the old policy for a moment reads them), and they are rebuilt
+// should it be counted again.
 func retrack(ctx context.Context, tx *sqlx.Tx, have, want []string) error {
 	var add, drop []string
 	for _, t := range want {
@@ -175,15 +185,14 @@ func retrack(ctx context.Context, tx *sqlx.Tx, have, want []string) error {
 			drop = append(drop, t)
 		}
 	}
-	changed := pq.StringArray(append(slices.Clone(add), drop...))
-	if _, err := tx.ExecContext(ctx, `DELETE FROM request_velocity WHERE type = ANY($1)`, changed); err != nil {
-		return err
-	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM velocity_tracked WHERE type = ANY($1)`, pq.StringArray(drop)); err != nil {
 		return err
 	}
 	if len(add) == 0 {
 		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM request_velocity WHERE type = ANY($1)`, pq.StringArray(add)); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, backfillVelocitySQL, pq.StringArray(add)); err != nil {
 		return err

@@ -498,7 +498,7 @@ FROM request_velocity WHERE type = $1 AND n <> 0 ORDER BY 1`
 // recent for a type keeps no counters for it (the auto-allowed flow writes
 // none); publishing one that reads it rebuilds them from the requests made
 // meanwhile, and from then on the trigger keeps them exact through
-// admissions and decisions; publishing one that stops reading drops them.
+// admissions and decisions; one that stops reading stops the counting.
 func TestVelocityCountedOnlyWhereRead(t *testing.T) {
 	f := newRaceFixture(t)
 	ctx := context.Background()
@@ -550,10 +550,21 @@ func TestVelocityCountedOnlyWhereRead(t *testing.T) {
 		t.Fatalf("counters after an admission and a decision:\n%v\nwant (from the requests):\n%v", got, want)
 	}
 
+	// A policy that stops reading recent stops the counting (the counters
+	// left age out); reading it again rebuilds them, the requests made
+	// meanwhile included.
 	if _, err := f.svc.Policies().Apply(ctx, "no-recent.yaml", noRecent); err != nil {
 		t.Fatal(err)
 	}
-	if got := counters(); len(got) != 0 {
-		t.Fatalf("counters left after a policy that stops reading recent: %v", got)
+	before := counters()
+	if _, err := f.ask(t, f.agent, payment("30.00", "EUR")); err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(); !slices.Equal(got, before) {
+		t.Fatalf("a request counted after the policy stopped reading recent:\n%v\nwas:\n%v", got, before)
+	}
+	f.applyDemoPolicy(t)
+	if got, want := counters(), expected(); !slices.Equal(got, want) {
+		t.Fatalf("counters after reading recent again:\n%v\nwant (from the requests):\n%v", got, want)
 	}
 }

@@ -4,8 +4,8 @@
 -- auto-allowed flow no longer pays four counter upserts per request.
 -- Publishing a policy that starts reading `recent` for a type backfills
 -- its counters from the requests of the last day (what any window reads)
--- before the type is tracked; one that stops drops them
--- (approvals.PolicyStore.Apply, under a lock that keeps request writes out).
+-- before the type is tracked, under a lock that keeps request writes out;
+-- one that stops leaves them to age out (approvals.PolicyStore.Apply).
 CREATE TABLE velocity_tracked (
     type text PRIMARY KEY
 );
@@ -104,7 +104,9 @@ END
 $$;
 -- +goose StatementEnd
 -- The old function counts every type: the counters of those not tracked
--- are rebuilt from the last day's requests.
+-- are rebuilt from the last day's requests, with request writes kept out.
+LOCK TABLE requests IN SHARE ROW EXCLUSIVE MODE;
+DELETE FROM request_velocity WHERE type NOT IN (SELECT type FROM velocity_tracked);
 INSERT INTO request_velocity (subject, type, bucket, class, currency, shard, n, amount)
 SELECT s.subject, t.type, velocity_bucket(r.created_at), velocity_class(r.state, r.outcome), c.currency,
     velocity_shard(r.id), count(*), sum(c.amount)
