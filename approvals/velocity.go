@@ -45,9 +45,27 @@ FROM (
 	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency = ''
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
 		AND bucket < velocity_bucket(now() - interval '1 hour')
+		AND type IN (SELECT type FROM velocity_tracked)
+	UNION ALL
+	SELECT 0, t, false, velocity_class(state, outcome), 1
+	FROM requests, unnest(types) t WHERE agent_id = $1 AND types && $3 AND ` + uncountedMiddle + `
+	UNION ALL
+	SELECT 1, t, false, velocity_class(state, outcome), 1
+	FROM requests, unnest(types) t WHERE user_id = $2 AND types && $3 AND ` + uncountedMiddle + `
 ) r
 WHERE type = ANY($3)
 GROUP BY who, type, hour, class`
+
+// uncountedMiddle selects, for the types of $3 that have no counters (no
+// rule of the live policy reads their recent: a dry run of one that would,
+// or a replica still on the previous policy for a moment), the requests of
+// the whole hours the counters would have covered. The first condition
+// does not depend on the row: PostgreSQL checks it once and skips the scan
+// when every type is counted.
+const uncountedMiddle = `EXISTS (SELECT 1 FROM unnest($3::text[]) x WHERE x NOT IN (SELECT type FROM velocity_tracked))
+		AND t = ANY($3) AND t NOT IN (SELECT type FROM velocity_tracked)
+		AND created_at >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
+		AND created_at < velocity_bucket(now() - interval '1 hour')`
 
 // recentSumsSQL is recentCountsSQL for the amounts: per currency, the
 // requests with an amount in it and the exact sum of those amounts (numeric,
@@ -77,6 +95,12 @@ FROM (
 			UNION ALL
 			SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
 			FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour') AND amounts <> '{}'
+			UNION ALL
+			SELECT 0, t, false, velocity_class(state, outcome), amounts
+			FROM requests, unnest(types) t WHERE agent_id = $1 AND types && $3 AND amounts <> '{}' AND ` + uncountedMiddle + `
+			UNION ALL
+			SELECT 1, t, false, velocity_class(state, outcome), amounts
+			FROM requests, unnest(types) t WHERE user_id = $2 AND types && $3 AND amounts <> '{}' AND ` + uncountedMiddle + `
 		) q
 	) a
 	UNION ALL
@@ -85,6 +109,7 @@ FROM (
 	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency <> ''
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
 		AND bucket < velocity_bucket(now() - interval '1 hour')
+		AND type IN (SELECT type FROM velocity_tracked)
 ) r
 WHERE type = ANY($3)
 GROUP BY who, type, hour, class, currency`
