@@ -64,6 +64,7 @@ const (
 	KindTypeCreated          = "type.created"
 	KindTypeUpdated          = "type.updated"
 	KindPolicyPublished      = "policy.published"
+	KindVelocityCounting     = "policy.velocity_counting" // the types whose velocity is counted changed
 	KindKeyCreated           = "key.created"
 	KindKeyPromoted          = "key.promoted"
 	KindKeyRetired           = "key.retired"

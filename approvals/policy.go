@@ -143,6 +143,10 @@ func (ps *PolicyStore) apply(ctx context.Context, name string, source []byte, f 
 		if err := retrack(ctx, tx, have, counted); err != nil {
 			return fail(err)
 		}
+		if err := writeEvents(ctx, tx, []Event{{Kind: KindVelocityCounting, Actor: ActorCLI, Subject: ptr("velocity"),
+			Body: mustJSON(map[string]any{"before": nonNilSlice(have), "after": nonNilSlice(counted)})}}); err != nil {
+			return PolicyChange{}, false, err
+		}
 	}
 	change, err := ps.publish(ctx, tx, name, source, f, digest)
 	if err != nil {

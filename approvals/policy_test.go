@@ -536,6 +536,13 @@ func TestVelocityCountedOnlyWhereRead(t *testing.T) {
 
 	// The demo policy reads recent for payments: the counters are rebuilt.
 	f.applyDemoPolicy(t)
+	var body string
+	if err := f.store.db.GetContext(ctx, &body, `SELECT body::text FROM audit_events WHERE kind = $1 ORDER BY id DESC LIMIT 1`, KindVelocityCounting); err != nil {
+		t.Fatalf("no %s event: %v", KindVelocityCounting, err)
+	}
+	if !strings.Contains(body, `"after": ["payment_initiation"]`) {
+		t.Errorf("%s event body %s, want payment_initiation counted after", KindVelocityCounting, body)
+	}
 	if got, want := counters(), expected(); !slices.Equal(got, want) || len(want) == 0 {
 		t.Fatalf("counters after the publish:\n%v\nwant (from the requests):\n%v", got, want)
 	}
