@@ -13,16 +13,18 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/protocol"
 )
 
 // Delivery modes (CIBA §5) and client authentication methods.
 const (
-	DeliveryPoll = "poll"
-	DeliveryPing = "ping"
+	DeliveryPoll = protocol.DeliveryPoll
+	DeliveryPing = protocol.DeliveryPing
 
-	AuthClientSecretBasic = "client_secret_basic"
-	AuthClientSecretPost  = "client_secret_post"
-	AuthPrivateKeyJWT     = "private_key_jwt"
+	AuthClientSecretBasic = protocol.AuthClientSecretBasic
+	AuthClientSecretPost  = protocol.AuthClientSecretPost
+	AuthPrivateKeyJWT     = protocol.AuthPrivateKeyJWT
 )
 
 // Agent is a registered OAuth client: an AI agent that asks for approval.

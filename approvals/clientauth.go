@@ -16,11 +16,12 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/countersign/countersign/internal/egress"
+	"github.com/countersign/countersign/protocol"
 )
 
 // ClientAssertionType is the client_assertion_type of private_key_jwt
 // (RFC 7523 §2.2).
-const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+const ClientAssertionType = protocol.ClientAssertionType
 
 // Limits on client assertions.
 const (

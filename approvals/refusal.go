@@ -1,5 +1,7 @@
 package approvals
 
+import "github.com/countersign/countersign/protocol"
+
 // Refusal is a request that the protocol refuses, named by its OAuth/CIBA
 // error code (CIBA §13, §11; RFC 6749 §5.2; RFC 9396 §5; RFC 8707 §2). The web
 // layer decides the HTTP status for each code in one place.
@@ -13,26 +15,26 @@ type Refusal struct {
 	RetryAfter int
 }
 
-// Error codes a Refusal carries.
+// Error codes a Refusal carries: the protocol's.
 const (
-	CodeInvalidRequest              = "invalid_request"
-	CodeInvalidScope                = "invalid_scope"
-	CodeExpiredLoginHintToken       = "expired_login_hint_token"
-	CodeUnknownUserID               = "unknown_user_id"
-	CodeUnauthorizedClient          = "unauthorized_client"
-	CodeMissingUserCode             = "missing_user_code"
-	CodeInvalidUserCode             = "invalid_user_code"
-	CodeInvalidBindingMessage       = "invalid_binding_message"
-	CodeInvalidClient               = "invalid_client"
-	CodeAccessDenied                = "access_denied"
-	CodeInvalidAuthorizationDetails = "invalid_authorization_details"
-	CodeInvalidTarget               = "invalid_target"
-	CodeAuthorizationPending        = "authorization_pending"
-	CodeSlowDown                    = "slow_down"
-	CodeExpiredToken                = "expired_token"
-	CodeInvalidGrant                = "invalid_grant"
-	CodeUnsupportedGrantType        = "unsupported_grant_type"
-	CodeTemporarilyUnavailable      = "temporarily_unavailable"
+	CodeInvalidRequest              = protocol.CodeInvalidRequest
+	CodeInvalidScope                = protocol.CodeInvalidScope
+	CodeExpiredLoginHintToken       = protocol.CodeExpiredLoginHintToken
+	CodeUnknownUserID               = protocol.CodeUnknownUserID
+	CodeUnauthorizedClient          = protocol.CodeUnauthorizedClient
+	CodeMissingUserCode             = protocol.CodeMissingUserCode
+	CodeInvalidUserCode             = protocol.CodeInvalidUserCode
+	CodeInvalidBindingMessage       = protocol.CodeInvalidBindingMessage
+	CodeInvalidClient               = protocol.CodeInvalidClient
+	CodeAccessDenied                = protocol.CodeAccessDenied
+	CodeInvalidAuthorizationDetails = protocol.CodeInvalidAuthorizationDetails
+	CodeInvalidTarget               = protocol.CodeInvalidTarget
+	CodeAuthorizationPending        = protocol.CodeAuthorizationPending
+	CodeSlowDown                    = protocol.CodeSlowDown
+	CodeExpiredToken                = protocol.CodeExpiredToken
+	CodeInvalidGrant                = protocol.CodeInvalidGrant
+	CodeUnsupportedGrantType        = protocol.CodeUnsupportedGrantType
+	CodeTemporarilyUnavailable      = protocol.CodeTemporarilyUnavailable
 )
 
 func (r *Refusal) Error() string {

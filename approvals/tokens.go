@@ -11,22 +11,13 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/countersign/countersign/protocol"
 	"github.com/countersign/countersign/rar"
 )
 
 // TokenResponse is the successful answer of the CIBA grant (CIBA §11,
 // RFC 9396 §7).
-type TokenResponse struct {
-	AccessToken          string          `json:"access_token"`
-	TokenType            string          `json:"token_type"`
-	ExpiresIn            int             `json:"expires_in"`
-	IDToken              string          `json:"id_token"`
-	AuthorizationDetails json.RawMessage `json:"authorization_details"`
-	// Scope is the scope granted: the requested values the server
-	// understands (RFC 6749 §5.1 requires it when it differs from the
-	// request's).
-	Scope string `json:"scope,omitempty"`
-}
+type TokenResponse = protocol.TokenResponse
 
 // Token answers a token request with the CIBA grant (CIBA §10.1, §11): the
 // token exactly once after approval, else the error the request's state calls
@@ -142,12 +133,12 @@ func mustUUID(s string) [16]byte {
 
 // Reasons a redeem or introspection finds a token not active.
 const (
-	ReasonAlreadyRedeemed     = "already_redeemed"
-	ReasonTransactionMismatch = "transaction_mismatch"
-	ReasonAudienceMismatch    = "audience_mismatch"
-	ReasonExpired             = "expired"
-	ReasonRevoked             = "revoked"
-	ReasonInvalidToken        = "invalid_token"
+	ReasonAlreadyRedeemed     = protocol.ReasonAlreadyRedeemed
+	ReasonTransactionMismatch = protocol.ReasonTransactionMismatch
+	ReasonAudienceMismatch    = protocol.ReasonAudienceMismatch
+	ReasonExpired             = protocol.ReasonExpired
+	ReasonRevoked             = protocol.ReasonRevoked
+	ReasonInvalidToken        = protocol.ReasonInvalidToken
 )
 
 // Redemption is the answer of /redeem.

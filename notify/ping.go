@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+
+	"github.com/countersign/countersign/protocol"
 )
 
 // ping sends the CIBA ping callback of r (CIBA §10.2):
@@ -35,9 +37,7 @@ func (w *Worker) ping(ctx context.Context, r row) outcome {
 	if err != nil {
 		return outcome{drop: DropInvalid, err: err.Error()}
 	}
-	body, err := json.Marshal(struct {
-		AuthReqID string `json:"auth_req_id"`
-	}{handle})
+	body, err := json.Marshal(protocol.PingNotification{AuthReqID: handle})
 	if err != nil {
 		return outcome{drop: DropInvalid, err: err.Error()}
 	}

@@ -53,9 +53,11 @@
 //
 // # Canonical form and hash
 //
-// Details.Canonical is the RFC 8785 (JCS) serialization of the whole array,
-// written from the decoded tree (tests and the fuzz target check it against
-// github.com/gowebpki/jcs). Key order, whitespace, escapes and number
+// Decoding, the canonical form and the hash are package
+// [github.com/countersign/countersign/rar/canonical], which the SDK imports
+// without the rest of rar. Details.Canonical is the RFC 8785 (JCS)
+// serialization of the whole array, written from the decoded tree (tests
+// and the fuzz target check it against github.com/gowebpki/jcs). Key order, whitespace, escapes and number
 // spelling do not change it; anything else does. Details.Hash is
 // base64url(SHA-256(Canonical)) without padding.
 //

@@ -2,6 +2,7 @@ package rar
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -9,6 +10,8 @@ import (
 	"text/template"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/countersign/countersign/rar/canonical"
 )
 
 // Registry holds compiled request types. It is safe for concurrent use.
@@ -115,12 +118,9 @@ func (r *Registry) Type(name string) (Type, bool) {
 // limits, validates every element against its registered type, and returns
 // it with its canonical form and hash. Any rejection is a *FieldError.
 func (r *Registry) Parse(raw []byte) (*Details, error) {
-	if len(raw) > MaxBytes {
-		return nil, wholeError("max_bytes", fmt.Sprintf("authorization_details is %d bytes, at most %d are allowed", len(raw), MaxBytes))
-	}
-	elems, ferr := decodeArray(raw)
-	if ferr != nil {
-		return nil, ferr
+	elems, err := canonical.Decode(raw)
+	if err != nil {
+		return nil, err
 	}
 	d := &Details{Elements: make([]Element, len(elems))}
 	for i, v := range elems {
@@ -134,45 +134,13 @@ func (r *Registry) Parse(raw []byte) (*Details, error) {
 		}
 		d.Elements[i] = Element{Type: ct.Name, Value: v, amount: amount}
 	}
-	canonicalize(d, elems, len(raw))
-	return d, nil
-}
-
-// canonicalize sets d's canonical form and hash (and each element's Raw) from
-// the decoded elements.
-func canonicalize(d *Details, elems []map[string]any, size int) {
-	// RFC 8785 §3.2 over the whole array: "[" elements joined by "," "]".
-	buf := make([]byte, 0, size+16)
-	buf = append(buf, '[')
-	for i, v := range elems {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		start := len(buf)
-		buf = appendCanonical(buf, v)
-		d.Elements[i].Raw = buf[start:len(buf):len(buf)]
+	var each []json.RawMessage
+	d.Canonical, each = canonical.Canonicalize(elems, len(raw))
+	for i, raw := range each {
+		d.Elements[i].Raw = raw
 	}
-	buf = append(buf, ']')
-	d.Canonical = buf[:len(buf):len(buf)]
 	d.Hash = Hash(d.Canonical)
-}
-
-// CanonicalHash returns the authorization_details_hash of raw under the same
-// limits and rules as Parse, but without the registered types: it answers
-// "is this the request that was approved?" for a resource server about to
-// execute it, even after its type has changed. Any rejection is a
-// *FieldError.
-func CanonicalHash(raw []byte) (string, error) {
-	if len(raw) > MaxBytes {
-		return "", wholeError("max_bytes", fmt.Sprintf("authorization_details is %d bytes, at most %d are allowed", len(raw), MaxBytes))
-	}
-	elems, ferr := decodeArray(raw)
-	if ferr != nil {
-		return "", ferr
-	}
-	d := &Details{Elements: make([]Element, len(elems))}
-	canonicalize(d, elems, len(raw))
-	return d.Hash, nil
+	return d, nil
 }
 
 // lookup finds the registered type of element i. RFC 9396 §2: "type" is

@@ -256,3 +256,10 @@ next:
 }
 
 func (s *scriptSet) names() []string { return s.seen }
+
+// isInvalidAt reports whether the utf8.RuneError at s[i] stands for an
+// invalid byte rather than an encoded U+FFFD.
+func isInvalidAt(s string, i int) bool {
+	_, size := utf8.DecodeRuneInString(s[i:])
+	return size <= 1
+}

@@ -141,38 +141,6 @@ func TestTypeMarshalRoundTrip(t *testing.T) {
 	}
 }
 
-func TestFieldErrorString(t *testing.T) {
-	tests := []struct {
-		name string
-		err  FieldError
-		want string
-	}{
-		{"element field", FieldError{Index: 0, Path: "/creditorAccount/iban", Rule: "iban_checksum", Message: "IBAN check digits do not match"},
-			"rar: authorization_details[0]/creditorAccount/iban: iban_checksum: IBAN check digits do not match"},
-		{"whole value", FieldError{Index: -1, Rule: "max_bytes", Message: "too big"},
-			"rar: authorization_details: max_bytes: too big"},
-		{"hostile key", FieldError{Index: 3, Path: "/a\u202e\"b\\", Rule: "duplicate_key", Message: "duplicate key"},
-			"rar: authorization_details[3]/aU+202EU+0022bU+005C: duplicate_key: duplicate key"},
-		{"invalid UTF-8", FieldError{Index: 1, Path: "/\xff", Rule: "r"}, "rar: authorization_details[1]/U+FFFD: r"},
-		{"long path", FieldError{Index: 0, Path: "/" + strings.Repeat("k", 1000), Rule: "r"},
-			"rar: authorization_details[0]/" + strings.Repeat("k", maxErrorPart-1) + "...: r"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := tt.err.Error()
-			if got != tt.want {
-				t.Errorf("Error() = %q, want %q", got, tt.want)
-			}
-			// RFC 6749 §5.2 error_description character set.
-			for _, c := range []byte(got) {
-				if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-					t.Errorf("Error() contains byte %#x", c)
-				}
-			}
-		})
-	}
-}
-
 func TestDetailsLogValue(t *testing.T) {
 	r := testRegistry(t)
 	d, err := r.Parse([]byte(arr(payment, merge)))

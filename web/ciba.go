@@ -6,17 +6,11 @@ import (
 	"strings"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/protocol"
 )
 
 // GrantTypeCIBA is the CIBA grant type (CIBA §10.1).
-const GrantTypeCIBA = "urn:openid:params:grant-type:ciba"
-
-type authorizeResponse struct {
-	AuthReqID   string `json:"auth_req_id"`
-	ExpiresIn   int    `json:"expires_in"`
-	Interval    int    `json:"interval"`
-	ApprovalURL string `json:"approval_url"`
-}
+const GrantTypeCIBA = protocol.GrantTypeCIBA
 
 // agentForm reads what every agent endpoint starts with: the form (with the
 // parameters that may repeat) and the authenticated agent.
@@ -84,7 +78,7 @@ func (s *Server) bcAuthorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, authorizeResponse{AuthReqID: c.AuthReqID, ExpiresIn: c.ExpiresIn,
+	writeJSON(w, http.StatusOK, protocol.AuthorizeResponse{AuthReqID: c.AuthReqID, ExpiresIn: c.ExpiresIn,
 		Interval: c.Interval, ApprovalURL: s.svc.ApprovalURL(c.Request.ID)})
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/protocol"
 )
 
 // maxFormBytes bounds an OAuth request body; authorization_details alone is
@@ -42,11 +43,6 @@ func oauthStatus(code string, backchannel bool) int {
 		return http.StatusInternalServerError
 	}
 	return http.StatusBadRequest
-}
-
-type oauthErrorBody struct {
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description,omitempty"`
 }
 
 // oauthHandler is an OAuth endpoint: it returns an error instead of writing
@@ -88,7 +84,7 @@ func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc
 				w.Header().Set("WWW-Authenticate", `Basic realm="countersign"`)
 			}
 			s.metrics.oauthError(r, ref.Code)
-			writeJSON(w, status, oauthErrorBody{ref.Code, ref.Description})
+			writeJSON(w, status, protocol.ErrorResponse{Error: ref.Code, Description: ref.Description})
 		case r.Context().Err() != nil:
 			// The client hung up, so whatever failed failed because of that
 			// (a query cancelled, a wait cut short): nothing here is broken,
@@ -98,11 +94,11 @@ func (s *Server) oauthAdapter(h oauthHandler, backchannel bool) http.HandlerFunc
 			s.logger.WarnContext(r.Context(), "database unavailable", "path", r.URL.Path, "err", err)
 			w.Header().Set("Retry-After", "5")
 			s.metrics.oauthError(r, approvals.CodeTemporarilyUnavailable)
-			writeJSON(w, http.StatusServiceUnavailable, oauthErrorBody{approvals.CodeTemporarilyUnavailable, "the service is temporarily unavailable; retry later"})
+			writeJSON(w, http.StatusServiceUnavailable, protocol.ErrorResponse{Error: approvals.CodeTemporarilyUnavailable, Description: "the service is temporarily unavailable; retry later"})
 		default:
 			s.logger.ErrorContext(r.Context(), "internal error", "path", r.URL.Path, "err", err)
 			s.metrics.oauthError(r, "server_error")
-			writeJSON(w, http.StatusInternalServerError, oauthErrorBody{"server_error", "internal error"})
+			writeJSON(w, http.StatusInternalServerError, protocol.ErrorResponse{Error: protocol.CodeServerError, Description: "internal error"})
 		}
 	}
 }
@@ -290,13 +286,13 @@ func (s *Server) authenticateResourceServer(r *http.Request, f oauthForm) (appro
 // postOnly answers a wrong method on an OAuth endpoint (RFC 6749 §3.2: POST).
 func (s *Server) postOnly(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", http.MethodPost)
-	writeJSON(w, http.StatusMethodNotAllowed, oauthErrorBody{approvals.CodeInvalidRequest, "this endpoint accepts POST only"})
+	writeJSON(w, http.StatusMethodNotAllowed, protocol.ErrorResponse{Error: approvals.CodeInvalidRequest, Description: "this endpoint accepts POST only"})
 }
 
 // getOnly answers a wrong method on a metadata endpoint (discovery, JWKS).
 func (s *Server) getOnly(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", "GET, HEAD")
-	writeJSON(w, http.StatusMethodNotAllowed, oauthErrorBody{approvals.CodeInvalidRequest, "this endpoint accepts GET and HEAD only"})
+	writeJSON(w, http.StatusMethodNotAllowed, protocol.ErrorResponse{Error: approvals.CodeInvalidRequest, Description: "this endpoint accepts GET and HEAD only"})
 }
 
 // limitHeaders answers 431 in OAuth JSON when the request line and headers
@@ -313,8 +309,8 @@ func limitHeaders(next http.Handler) http.Handler {
 		}
 		if n > MaxHeaderBytes {
 			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, oauthErrorBody{approvals.CodeInvalidRequest,
-				"the request headers are larger than " + strconv.Itoa(MaxHeaderBytes>>10) + " KiB"})
+			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, protocol.ErrorResponse{Error: approvals.CodeInvalidRequest,
+				Description: "the request headers are larger than " + strconv.Itoa(MaxHeaderBytes>>10) + " KiB"})
 			return
 		}
 		next.ServeHTTP(w, r)

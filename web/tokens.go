@@ -6,20 +6,8 @@ import (
 	"net/http"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/protocol"
 )
-
-type inactiveResponse struct {
-	Active bool   `json:"active"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// activeResponse is an active token's claims with "active": true, as RFC 7662
-// §2.2 and /redeem answer.
-type activeResponse struct {
-	Active    bool   `json:"active"`
-	TokenType string `json:"token_type"`
-	*approvals.AccessTokenClaims
-}
 
 // resourceServerToken reads what /introspect and /redeem share: the form,
 // the authenticated resource server, and the token it asks about.
@@ -51,10 +39,10 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if claims == nil {
-		writeJSON(w, http.StatusOK, inactiveResponse{})
+		writeJSON(w, http.StatusOK, protocol.IntrospectionResponse{})
 		return nil
 	}
-	writeJSON(w, http.StatusOK, activeResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: claims})
+	writeJSON(w, http.StatusOK, protocol.IntrospectionResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: claims})
 	return nil
 }
 
@@ -74,10 +62,10 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !res.Active {
-		writeJSON(w, http.StatusOK, inactiveResponse{Reason: res.Reason})
+		writeJSON(w, http.StatusOK, protocol.IntrospectionResponse{Reason: res.Reason})
 		return nil
 	}
-	writeJSON(w, http.StatusOK, activeResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: res.Claims})
+	writeJSON(w, http.StatusOK, protocol.IntrospectionResponse{Active: true, TokenType: "Bearer", AccessTokenClaims: res.Claims})
 	return nil
 }
 

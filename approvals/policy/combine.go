@@ -3,13 +3,15 @@ package policy
 import (
 	"cmp"
 	"slices"
+
+	"github.com/countersign/countersign/protocol"
 )
 
 // ACR values (RFC 9470) that say how a request was approved (SPEC §4).
 const (
-	ACRPolicy   = "urn:countersign:acr:policy"   // auto-allowed by a rule, amr ["policy"]
-	ACRApproval = "urn:countersign:acr:approval" // a signed-in human approved
-	ACRStepUp   = "urn:countersign:acr:step-up"  // a human approved with a fresh user-verified passkey
+	ACRPolicy   = protocol.ACRPolicy   // auto-allowed by a rule, amr ["policy"]
+	ACRApproval = protocol.ACRApproval // a signed-in human approved
+	ACRStepUp   = protocol.ACRStepUp   // a human approved with a fresh user-verified passkey
 )
 
 // Requirement is what a whole request needs: everything its elements need.

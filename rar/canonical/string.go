@@ -1,4 +1,4 @@
-package rar
+package canonical
 
 import (
 	"unicode/utf16"

@@ -1,4 +1,4 @@
-package rar
+package canonical
 
 import (
 	"encoding/json"
@@ -123,7 +123,7 @@ func (d *decoder) path() string {
 			tokens[i] = f.key
 		}
 	}
-	return pointer(tokens...)
+	return Pointer(tokens...)
 }
 
 // value reads any JSON value at the given container depth.

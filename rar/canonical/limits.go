@@ -1,4 +1,4 @@
-package rar
+package canonical
 
 // Limits on one authorization_details value. They bound the work an agent can
 // make the server do before anything is validated, and keep the consent page

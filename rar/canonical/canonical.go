@@ -1,12 +1,72 @@
-package rar
+package canonical
 
 import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"unicode/utf8"
 )
+
+// Decode reads an authorization_details value (RFC 9396 §2) under the limits
+// and rules of the package documentation and returns its elements: objects
+// as map[string]any, arrays as []any, strings as string, numbers as
+// json.Number in their RFC 8785 spelling, true, false and null as bool and
+// nil. Any rejection is a *FieldError.
+func Decode(raw []byte) ([]map[string]any, error) {
+	if len(raw) > MaxBytes {
+		return nil, wholeError("max_bytes", fmt.Sprintf("authorization_details is %d bytes, at most %d are allowed", len(raw), MaxBytes))
+	}
+	elems, ferr := decodeArray(raw)
+	if ferr != nil {
+		return nil, ferr
+	}
+	return elems, nil
+}
+
+// Canonicalize returns the RFC 8785 (JCS) form of decoded elements, as
+// Decode returns them, and each element's own canonical form: read-only
+// slices of the same bytes. sizeHint is the length of the raw input.
+func Canonicalize(elems []map[string]any, sizeHint int) (whole []byte, each []json.RawMessage) {
+	// RFC 8785 §3.2 over the whole array: "[" elements joined by "," "]".
+	buf := make([]byte, 0, sizeHint+16)
+	each = make([]json.RawMessage, len(elems))
+	buf = append(buf, '[')
+	for i, v := range elems {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		start := len(buf)
+		buf = appendCanonical(buf, v)
+		each[i] = buf[start:len(buf):len(buf)]
+	}
+	buf = append(buf, ']')
+	return buf[:len(buf):len(buf)], each
+}
+
+// Transform returns the canonical form of an authorization_details value:
+// Decode, then Canonicalize.
+func Transform(raw []byte) ([]byte, error) {
+	elems, err := Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	whole, _ := Canonicalize(elems, len(raw))
+	return whole, nil
+}
+
+// DetailsHash returns the authorization_details_hash of raw: Hash of its
+// canonical form. It is what the server puts in the token's
+// authorization_details_hash claim and compares at /redeem, whatever the
+// request types registered. Any rejection is a *FieldError.
+func DetailsHash(raw []byte) (string, error) {
+	c, err := Transform(raw)
+	if err != nil {
+		return "", err
+	}
+	return Hash(c), nil
+}
 
 // Hash returns the authorization_details_hash of a canonical form: base64url
 // without padding (RFC 4648 §5) of its SHA-256 digest.
@@ -60,7 +120,7 @@ func appendCanonical(b []byte, v any) []byte {
 	case nil:
 		return append(b, "null"...)
 	}
-	panic("rar: appendCanonical: unexpected type") // unreachable: decoder builds the tree
+	panic("rar: appendCanonical: unexpected type") // unreachable: the decoder builds the tree
 }
 
 // appendCanonicalString follows RFC 8785 §3.2.2.2: only '"', '\\' and

@@ -1,4 +1,4 @@
-package rar
+package canonical
 
 import (
 	"strconv"
@@ -52,6 +52,58 @@ func (e *FieldError) Description() string {
 	return b.String()
 }
 
+// ParseDescription reads back what Description wrote: the error_description
+// of an invalid_authorization_details error, for a client that wants the
+// element, path and rule. It reports false for text of another form.
+// Description is lossy, and so is what this returns: characters outside
+// printable ASCII in Path and Message come back as U+XXXX, a part longer
+// than 120 characters ends in "...", and a path that itself holds ": " is
+// cut there. A description without a rule (the server's "type X is not
+// allowed for this client") comes back with Rule "" and the text in Message.
+func ParseDescription(desc string) (*FieldError, bool) {
+	rest, ok := strings.CutPrefix(desc, "authorization_details")
+	if !ok {
+		return nil, false
+	}
+	fe := &FieldError{Index: -1}
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return nil, false
+		}
+		n, err := strconv.Atoi(rest[1:end])
+		if err != nil || n < 0 || strconv.Itoa(n) != rest[1:end] {
+			return nil, false
+		}
+		fe.Index, rest = n, rest[end+1:]
+	}
+	path, after, ok := strings.Cut(rest, ": ")
+	if !ok || (path != "" && path[0] != '/') {
+		return nil, false
+	}
+	fe.Path = path
+	if rule, msg, _ := strings.Cut(after, ": "); isRuleName(rule) {
+		fe.Rule, fe.Message = rule, msg
+	} else {
+		fe.Message = after
+	}
+	return fe, true
+}
+
+// isRuleName reports whether s can be a Rule: a check's name, such as
+// iban_checksum or additionalProperties.
+func isRuleName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // writeDescriptionSafe writes s with what RFC 6749 §5.2 does not allow in an
 // error_description written as U+XXXX; with apostrophes set, a double quote
 // becomes an apostrophe instead.
@@ -92,8 +144,9 @@ func wholeError(rule, msg string) *FieldError {
 	return &FieldError{Index: -1, Rule: rule, Message: msg}
 }
 
-// pointer builds a JSON pointer (RFC 6901 §3) from reference tokens.
-func pointer(tokens ...string) string {
+// Pointer builds a JSON pointer (RFC 6901 §3) from reference tokens, as
+// FieldError.Path holds them.
+func Pointer(tokens ...string) string {
 	var b strings.Builder
 	for _, t := range tokens {
 		b.WriteByte('/')
