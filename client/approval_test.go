@@ -78,10 +78,11 @@ func TestSlowDown(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name       string
-		retryAfter string // rewritten onto the slow_down answer; "" keeps the server's
+		retryAfter string // rewritten onto the slow_down answer; "" keeps the server's, "-" drops it
 		wait       time.Duration
 	}{
 		{"interval plus 5 s", "", 6 * time.Second},
+		{"interval plus 5 s without Retry-After", "-", 6 * time.Second},
 		{"Retry-After beyond that", "8", 8 * time.Second},
 	}
 	for _, tt := range tests {
@@ -91,7 +92,11 @@ func TestSlowDown(t *testing.T) {
 			c, rec := agent(t, srv, approvals.NewAgent{}, client.Config{})
 			if tt.retryAfter != "" {
 				rec.rewrite = func(resp *http.Response) {
-					if resp.StatusCode == http.StatusBadRequest {
+					switch {
+					case resp.StatusCode != http.StatusBadRequest:
+					case tt.retryAfter == "-":
+						resp.Header.Del("Retry-After")
+					default:
 						resp.Header.Set("Retry-After", tt.retryAfter)
 					}
 				}

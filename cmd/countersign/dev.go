@@ -96,6 +96,8 @@ Ask for approval as the demo agent:
     --data-urlencode 'authorization_details=%[8]s'
 Then poll with the auth_req_id it returns (every "interval" seconds):
   curl -s -u '%[3]s:%[4]s' %[1]s/token -d grant_type=urn:openid:params:grant-type:ciba -d auth_req_id=AUTH_REQ_ID
+Or let the example agent (examples/agent, the Go SDK) ask and wait:
+  go run ./examples/agent --issuer %[1]s --client-id %[3]s --client-secret '%[4]s' --user %[2]s
 
 `, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr,
 		base+"/enroll/"+enroll.Token, signInLine)
