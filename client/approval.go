@@ -194,25 +194,38 @@ func (c *Client) Wait(ctx context.Context, p *Pending) (*Token, error) {
 // too soon), then every interval.
 func (c *Client) waitPoll(ctx context.Context, p *Pending) (*Token, error) {
 	for {
-		if !p.lastPoll.IsZero() {
-			if err := sleep(ctx, time.Until(p.lastPoll.Add(p.Interval))); err != nil {
-				return nil, err
-			}
+		if tok, _, err := c.pollStep(ctx, p); tok != nil || err != nil {
+			return tok, err
 		}
-		tok, err := c.poll(ctx, p)
-		switch {
-		case err == nil:
-			return tok, nil
-		case errors.Is(err, ErrPending):
-		case errors.Is(err, ErrSlowDown):
-			c.slowDown(p, err)
-		case retryable(err) && time.Now().Before(p.ExpiresAt):
-			// Keep the request: the server or the network is having a bad
-			// moment, and the decision will still be there.
-			p.Interval = max(p.Interval, retryAfterOf(err))
-		default:
-			return nil, err
+	}
+}
+
+// pollStep waits until p's interval since the last poll has passed (none
+// before the first) and polls once. It returns the token, or an error that
+// ends the wait, or neither: the request is pending, the server asked to
+// slow down (the interval grows), or the server or the network is having a
+// bad moment (transient; the request is kept, the decision will still be
+// there).
+func (c *Client) pollStep(ctx context.Context, p *Pending) (tok *Token, transient bool, err error) {
+	if !p.lastPoll.IsZero() {
+		if err := sleep(ctx, time.Until(p.lastPoll.Add(p.Interval))); err != nil {
+			return nil, false, err
 		}
+	}
+	tok, err = c.poll(ctx, p)
+	switch {
+	case err == nil:
+		return tok, false, nil
+	case errors.Is(err, ErrPending):
+		return nil, false, nil
+	case errors.Is(err, ErrSlowDown):
+		c.slowDown(p, err)
+		return nil, false, nil
+	case retryable(err) && time.Now().Before(p.ExpiresAt):
+		p.Interval = max(p.Interval, retryAfterOf(err))
+		return nil, true, nil
+	default:
+		return nil, false, err
 	}
 }
 
@@ -238,25 +251,13 @@ func (c *Client) waitPing(ctx context.Context, p *Pending) (*Token, error) {
 			t.Stop()
 		case <-t.C:
 		}
-		if !p.lastPoll.IsZero() {
-			// Never sooner than the interval, even for a ping.
-			if err := sleep(ctx, time.Until(p.lastPoll.Add(p.Interval))); err != nil {
-				return nil, err
-			}
+		// Never sooner than the interval, even for a ping.
+		tok, transient, err := c.pollStep(ctx, p)
+		if tok != nil || err != nil {
+			return tok, err
 		}
-		tok, err := c.poll(ctx, p)
-		switch {
-		case err == nil:
-			return tok, nil
-		case errors.Is(err, ErrPending):
-		case errors.Is(err, ErrSlowDown):
-			c.slowDown(p, err)
-		case retryable(err) && time.Now().Before(p.ExpiresAt):
-			// The ping is spent: poll again after the interval.
-			p.Interval = max(p.Interval, retryAfterOf(err))
-			p.waiter.signal()
-		default:
-			return nil, err
+		if transient {
+			p.waiter.signal() // the ping is spent: poll again after the interval
 		}
 	}
 }
