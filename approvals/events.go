@@ -68,6 +68,7 @@ const (
 	KindKeyCreated           = "key.created"
 	KindKeyPromoted          = "key.promoted"
 	KindKeyRetired           = "key.retired"
+	KindAuditKeyRotated      = "audit_key.rotated"
 )
 
 // Actors that are not a principal with an id.

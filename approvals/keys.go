@@ -63,6 +63,8 @@ type KeyStore struct {
 	vapidKey []byte
 	vapidMu  sync.Mutex
 	vapid    *VAPIDKeys
+	// auditKey seals the audit checkpoint keys.
+	auditKey []byte
 	now      func() time.Time
 
 	mu       sync.Mutex // guards the fields below and serialises loads
@@ -90,7 +92,8 @@ func NewKeyStore(db *sqlx.DB, kek []byte, now func() time.Time) (*KeyStore, erro
 	if now == nil {
 		now = time.Now
 	}
-	return &KeyStore{db: db, sealKey: DeriveKey(kek, sealPurpose), vapidKey: DeriveKey(kek, vapidPurpose), now: now}, nil
+	return &KeyStore{db: db, sealKey: DeriveKey(kek, sealPurpose), vapidKey: DeriveKey(kek, vapidPurpose),
+		auditKey: DeriveKey(kek, auditKeyPurpose), now: now}, nil
 }
 
 const hasCurrentKeySQL = `SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $1 AND status = 'current')`
