@@ -44,6 +44,9 @@ type Config struct {
 	// off unless set, loopback in dev mode; "off" turns it off there too.
 	MetricsAddr string
 	Pprof       bool
+	// AuditSealInterval is how often this replica's audit sealer runs
+	// (0: it does not seal; another replica must).
+	AuditSealInterval time.Duration
 	// Fatigue are the approval-fatigue guards.
 	Fatigue approvals.Fatigue
 
@@ -85,6 +88,7 @@ func (c *Config) flags(fs *flag.FlagSet, kind cmdKind) {
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for in-flight requests")
 		fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of the Prometheus /metrics endpoint, e.g. 127.0.0.1:9464 (default: off; dev: 127.0.0.1:9464; off: none)")
 		fs.BoolVar(&c.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
+		fs.DurationVar(&c.AuditSealInterval, "audit-seal-interval", time.Second, "how often the audit sealer seals new events into the hash chain and signs a checkpoint; one replica seals at a time (0: this replica never seals)")
 		d := approvals.DefaultFatigue
 		fs.BoolVar(&c.Fatigue.JoinIdentical, "join-identical", d.JoinIdentical, "an identical call (same agent, user and authorization_details) joins the live pending request: same auth_req_id, one decision, one token")
 		fs.IntVar(&c.Fatigue.MaxPendingPerAgent, "max-pending-per-agent", d.MaxPendingPerAgent, "pending requests one agent may have at once; over it /bc-authorize answers access_denied with Retry-After (0: no limit)")
@@ -235,6 +239,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		return errors.New("--shutdown-timeout must not be negative")
+	}
+	if c.AuditSealInterval < 0 || (c.AuditSealInterval > 0 && c.AuditSealInterval < 10*time.Millisecond) {
+		return errors.New("--audit-seal-interval is 0 (this replica does not seal) or at least 10ms")
 	}
 	if f := c.Fatigue; f.MaxPendingPerAgent < 0 || f.MaxPendingPerUser < 0 || f.SuspendAfterDenials < 0 {
 		return errors.New("--max-pending-per-agent, --max-pending-per-user and --suspend-after-denials are 0 (off) or more")

@@ -48,6 +48,11 @@ Administration (each takes the database flags of migrate, and --json):
   countersign keys rotate [--now [--force]] | list
   countersign evidence verify REQUEST_ID [--issuer URL]
                          re-verify a request's step-up evidence against its user's passkey; exit 1 if any fails
+  countersign audit verify [--key K] | verify --file EXPORT --key K
+                         walk the sealed audit chain and its signed checkpoints; exit 1 naming the first broken place
+  countersign audit export --since T [--until T] [--format jsonl] [--output F]
+  countersign audit key [--output F] | rotate-key
+                         the checkpoint public keys as a JWK Set (for verify --file) | sign with a new key from now on
 
 Run 'countersign COMMAND --help' for a command's flags.
 `
@@ -82,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
 	case "evidence":
 		err = evidenceCmd(ctx, rest, stdout, stderr, getenv)
+	case "audit":
+		err = auditCmd(ctx, rest, stdout, stderr, getenv)
 	case "load":
 		err = loadCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/countersign/countersign/notify"
@@ -41,6 +42,16 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
 	go a.svc.Sweep(sweepCtx, 5*time.Second)
+
+	// The audit sealer runs on every replica; one leads at a time.
+	if cfg.AuditSealInterval > 0 {
+		host, _ := os.Hostname()
+		sealer := a.svc.NewSealer(fmt.Sprintf("%s/%d", host, os.Getpid()), a.metrics)
+		sealCtx, stopSealing := context.WithCancel(context.WithoutCancel(ctx))
+		sealDone := make(chan struct{})
+		go func() { defer close(sealDone); sealer.Run(sealCtx, cfg.AuditSealInterval) }()
+		defer func() { stopSealing(); <-sealDone }()
+	}
 
 	// The outbox worker runs on every replica; on shutdown it finishes the
 	// sends in flight and records them.
