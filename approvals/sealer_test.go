@@ -514,3 +514,52 @@ func TestSealersOneLeader(t *testing.T) {
 		t.Fatalf("chain of %d events, the trail holds %d", rep.Events, events)
 	}
 }
+
+// A rotated checkpoint key stays published, so the checkpoints it signed
+// keep verifying; a key row written without the KEK is refused.
+func TestAuditKeyRotation(t *testing.T) {
+	f := newSealFixture(t)
+	ctx := context.Background()
+	f.events(t, 2)
+	f.sealAll(t)
+	before := f.keySet(t)
+	info, err := f.svc.Keys().RotateAuditKey(ctx, ActorCLI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.events(t, 2)
+	f.sealAll(t)
+	after := f.keySet(t)
+	if len(before.Keys) != 1 || len(after.Keys) != 2 || len(after.Key(info.KID)) != 1 || len(after.Key(before.Keys[0].KeyID)) != 1 {
+		t.Fatalf("keys before %d, after %d: want the old one kept beside the new %s", len(before.Keys), len(after.Keys), info.KID)
+	}
+	var kids []string
+	if err := f.db.Select(&kids, `SELECT DISTINCT kid FROM audit_checkpoints`); err != nil {
+		t.Fatal(err)
+	}
+	if len(kids) != 2 {
+		t.Fatalf("checkpoints signed by %v, want both keys", kids)
+	}
+	if _, err := f.verify(t); err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+	if _, err := f.store.VerifyAudit(ctx, before, nil); err == nil {
+		t.Fatal("checkpoints of the new key verified with the old key set alone")
+	}
+	if n := f.count(t, `SELECT count(*) FROM audit_events WHERE kind = 'audit_key.rotated' AND subject = $1`, "audit_key:"+info.KID); n != 1 {
+		t.Fatalf("%d audit_key.rotated events", n)
+	}
+	// Someone with database access only adds a key of their own.
+	other, err := NewKeyStore(f.db, testKEK(9), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := other.newAuditKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.db.MustExec(`INSERT INTO audit_keys (kid, public_jwk, private_sealed, retired_at) VALUES ($1, $2, $3, now())`, forged.KID, string(forged.Public), forged.Sealed)
+	if _, err := f.svc.Keys().AuditKeys(ctx); err == nil || !strings.Contains(err.Error(), "does not open under the KEK") {
+		t.Fatalf("AuditKeys with a forged key row: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveOAuth(s.discovery))
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveOAuth(s.discovery))
 	mux.HandleFunc("GET /jwks.json", s.serveOAuth(s.jwks))
+	mux.HandleFunc("GET /audit/keys.json", s.serveOAuth(s.auditKeys))
 
 	// CIBA (agents).
 	mux.HandleFunc("POST /bc-authorize", s.serveBackchannel(s.bcAuthorize))
@@ -30,7 +31,7 @@ func (s *Server) routes() *http.ServeMux {
 	for _, p := range []string{"/bc-authorize", "/bc-cancel", "/token", "/introspect", "/redeem", "/revoke"} {
 		mux.HandleFunc(p, s.postOnly)
 	}
-	for _, p := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks.json"} {
+	for _, p := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks.json", "/audit/keys.json"} {
 		mux.HandleFunc(p, s.getOnly)
 	}
 	if s.svc != nil {

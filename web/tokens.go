@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/protocol"
 )
@@ -116,6 +118,27 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	// Short: a rotated-in key must reach verifiers well before it signs much.
 	w.Header().Set("Cache-Control", "public, max-age=60")
+	_, _ = w.Write(b)
+	return nil
+}
+
+// auditKeys serves the audit checkpoint public keys, every one ever used
+// (RFC 7517 JWK Set), so that anyone holding an export can verify it
+// offline (countersign audit verify --file F --key K).
+func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request) error {
+	set, err := s.svc.Keys().AuditKeySet(r.Context())
+	if err != nil {
+		return err
+	}
+	if set.Keys == nil {
+		set.Keys = []jose.JSONWebKey{}
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(b)
 	return nil
 }

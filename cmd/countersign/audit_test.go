@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -169,8 +168,24 @@ func TestAuditSealedAcrossReplicas(t *testing.T) {
 	if code := exitCode(err); code != 1 || !strings.Contains(string(out), fmt.Sprintf("position 7 (event %d): changed", id)) {
 		t.Fatalf("audit verify --file after a change: exit %d\n%s", code, out)
 	}
-	if fi, err := os.Stat(keyFile); err != nil || fi.Size() == 0 {
-		t.Fatalf("key file: %v", err)
+	// The same keys are published over HTTP.
+	resp, err := http.Get("http://" + b.addr + "/audit/keys.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var published, printed struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&published); err != nil || resp.StatusCode != http.StatusOK ||
+		resp.Header.Get("Content-Type") != "application/jwk-set+json" {
+		t.Fatalf("/audit/keys.json: %d %s %v", resp.StatusCode, resp.Header.Get("Content-Type"), err)
+	}
+	if err := json.Unmarshal(readFile(t, keyFile), &printed); err != nil {
+		t.Fatal(err)
+	}
+	if len(published.Keys) != 1 || fmt.Sprint(published.Keys) != fmt.Sprint(printed.Keys) || published.Keys[0]["d"] != nil {
+		t.Fatalf("published %v, printed %v: want the one public key", published.Keys, printed.Keys)
 	}
 }
 
