@@ -186,3 +186,25 @@ func utf16First(r rune) rune {
 	}
 	return r
 }
+
+// Object returns the RFC 8785 (JCS) form of one JSON object, read by the
+// rules of Decode — duplicate keys, invalid UTF-8, U+0000, unpaired
+// surrogate escapes, nesting deeper than MaxDepth-1 and numbers whose
+// canonical spelling is a different literal are rejected — but without
+// Decode's size limit. The audit trail canonicalizes its events with it.
+func Object(raw []byte) ([]byte, error) {
+	d := decoder{data: raw, str: string(raw), elem: -1, frames: make([]frame, 0, MaxDepth)}
+	d.skipSpace()
+	if d.peek() != '{' {
+		return nil, wholeError("type", "want a JSON object")
+	}
+	v, ferr := d.object(2)
+	if ferr != nil {
+		return nil, ferr
+	}
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return nil, wholeError("syntax", "unexpected data after the object")
+	}
+	return appendCanonical(make([]byte, 0, len(raw)), v), nil
+}
