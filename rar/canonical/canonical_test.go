@@ -3,6 +3,7 @@ package canonical
 import (
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/gowebpki/jcs"
@@ -193,5 +194,33 @@ func TestHash(t *testing.T) {
 	// SHA-256("[]") from coreutils: 4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945.
 	if got, want := Hash([]byte("[]")), "T1PNoYwrqgwDVLtfmj7L5e0Sq02OEbqHPC8RFhICuUU"; got != want {
 		t.Errorf("Hash([]) = %s, want %s", got, want)
+	}
+}
+
+// Object canonicalizes one object as jcs does, without the size limit of
+// authorization_details, and refuses what Decode refuses.
+func TestObject(t *testing.T) {
+	big := `{"b":"` + strings.Repeat("x", MaxBytes) + `","a":1}`
+	for _, in := range []string{
+		`{"id":12,"at":"2026-12-03T12:00:00.000000Z","body":{"z":[1,"\u00e9",{"y":null}],"a":true},"kind":"request.created","k\u003c":"<&>"}`,
+		`{ }`,
+		big,
+	} {
+		got, err := Object([]byte(in))
+		if err != nil {
+			t.Fatalf("Object(%.60s…): %v", in, err)
+		}
+		want, err := jcs.Transform([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("Object = %.200s\njcs    = %.200s", got, want)
+		}
+	}
+	for _, in := range []string{`[{}]`, `{"a":1,"a":2}`, `{"a":12345678901234567890}`, `{"a":1} x`, `"s"`, ``} {
+		if _, err := Object([]byte(in)); err == nil {
+			t.Errorf("Object(%q) accepted", in)
+		}
 	}
 }
