@@ -55,6 +55,11 @@ func (s *Service) Token(ctx context.Context, agent Agent, authReqID string) (Tok
 		}
 		return TokenResponse{}, &Refusal{Code: CodeAuthorizationPending, Description: "the user has not decided yet", Interval: r.PollInterval}
 	case StateDenied:
+		// The agent learns why: the reviewer's reason (typed for it), or
+		// the report's. RFC 6749 §5.2 limits the characters (refuse).
+		if r.DecisionReason != "" {
+			return TokenResponse{}, refuse(CodeAccessDenied, "the request was denied: "+r.DecisionReason)
+		}
 		return TokenResponse{}, refuse(CodeAccessDenied, "the request was denied")
 	case StateExpired:
 		return TokenResponse{}, refuse(CodeExpiredToken, "the request has expired")

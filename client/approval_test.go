@@ -226,7 +226,7 @@ func TestDenied(t *testing.T) {
 		cb := func(p client.Pending) { srv.Deny(t, testserver.RequestID(p.ApprovalURL), "not this invoice") }
 		_, err := c.RequestApproval(t.Context(), payment("500.00", "Bob"), client.RequestOptions{LoginHint: testserver.UserEmail, OnPending: cb})
 		var de *client.DeniedError
-		if !errors.Is(err, client.ErrDenied) || !errors.As(err, &de) || de.Admission || de.Reason != "the request was denied" {
+		if !errors.Is(err, client.ErrDenied) || !errors.As(err, &de) || de.Admission || de.Reason != "the request was denied: not this invoice" {
 			t.Fatalf("err = %v (%+v), want a person's denial", err, de)
 		}
 		var oe *client.Error

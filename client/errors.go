@@ -103,7 +103,8 @@ func (e *Error) transient() bool {
 // DeniedError is a request that was denied (access_denied).
 type DeniedError struct {
 	// Reason is the server's error_description: a rule's reason at
-	// admission, or "the request was denied" when a person denied it.
+	// admission, or "the request was denied: " and the reviewer's reason
+	// (or "the request was denied" without one) when a person denied it.
 	Reason string
 	// Admission is true when /bc-authorize refused the request (a rule or
 	// a limit on pending requests), so no person saw it.

@@ -487,7 +487,23 @@ func TestTokenErrors(t *testing.T) {
 		e.decide(reqID, false)
 		// CIBA §11 answers as OpenID Connect Core §3.1.3.4 and RFC 6749 §5.2:
 		// 400 (the 403 of CIBA §13 is for the backchannel endpoint).
-		wantOAuthError(t, e.poll(e.agent, id), 400, "access_denied")
+		m := wantOAuthError(t, e.poll(e.agent, id), 400, "access_denied")
+		if m["error_description"] != "the request was denied" {
+			t.Errorf("error_description %q, want the bare denial when the reviewer gave no reason", m["error_description"])
+		}
+	})
+	t.Run("access_denied carries the reviewer's reason", func(t *testing.T) {
+		id, reqID := e.authorize(e.agent, paymentEUR, nil)
+		if _, err := e.svc.Review(ctx, reqID, approvals.Reviewer{UserID: e.user.ID, AMR: []string{"user"}},
+			approvals.ReviewInput{Verdict: approvals.VerdictDeny, Reason: "Wrong IBAN \"DE89…\" — ask finance"}); err != nil {
+			t.Fatal(err)
+		}
+		// Within RFC 6749 §5.2's characters: quotes, backslashes and
+		// non-ASCII are replaced (wantOAuthError checks the set).
+		m := wantOAuthError(t, e.poll(e.agent, id), 400, "access_denied")
+		if want := "the request was denied: Wrong IBAN 'DE89?' ? ask finance"; m["error_description"] != want {
+			t.Errorf("error_description %q, want %q", m["error_description"], want)
+		}
 	})
 	t.Run("access_denied for a suspended agent", func(t *testing.T) {
 		a := e.newAgent(approvals.AuthClientSecretBasic, "payment_initiation")
