@@ -54,17 +54,18 @@ func (b *Break) Error() string {
 type Report struct {
 	// First and Last are the positions walked (First is 1 for the whole
 	// chain; an export may start later).
-	First, Last int64
-	Events      int64
-	Checkpoints int64
+	First       int64 `json:"first"`
+	Last        int64 `json:"last"`
+	Events      int64 `json:"events"`
+	Checkpoints int64 `json:"checkpoints"`
 	// LastCheckpoint is the position of the last checkpoint seen, and
 	// LastCheckpointAt its time; Unsigned counts the positions after it:
 	// hashed but not yet covered by a signature.
-	LastCheckpoint   int64
-	LastCheckpointAt string
-	Unsigned         int64
+	LastCheckpoint   int64  `json:"last_checkpoint"`
+	LastCheckpointAt string `json:"last_checkpoint_at,omitempty"`
+	Unsigned         int64  `json:"unsigned"`
 	// Unsealed counts the events not yet in the chain (the database only).
-	Unsealed int64
+	Unsealed int64 `json:"unsealed"`
 }
 
 // Verifier walks a chain in position order: Start once (or not, from the

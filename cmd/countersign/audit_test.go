@@ -125,8 +125,8 @@ func TestAuditSealedAcrossReplicas(t *testing.T) {
 	var rep struct {
 		OK     bool `json:"ok"`
 		Report struct {
-			Events      int64 `json:"Events"`
-			Checkpoints int64 `json:"Checkpoints"`
+			Events      int64 `json:"events"`
+			Checkpoints int64 `json:"checkpoints"`
 		} `json:"report"`
 	}
 	if err := json.Unmarshal([]byte(cli(t, dbURL, "audit", "verify", "--json")), &rep); err != nil {
