@@ -208,3 +208,7 @@ func Object(raw []byte) ([]byte, error) {
 	}
 	return appendCanonical(make([]byte, 0, len(raw)), v), nil
 }
+
+// AppendString appends s, which must be valid UTF-8, as an RFC 8785
+// string (§3.2.2.2): only '"', '\' and control characters escaped.
+func AppendString(b []byte, s string) []byte { return appendCanonicalString(b, s) }
