@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"reflect"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,5 +201,31 @@ func TestAutoFlowStatements(t *testing.T) {
 	}
 	if prepares != 0 {
 		t.Errorf("%d statements were prepared again on a connection that had them; want none", prepares)
+	}
+}
+
+// TestRequestScanTargets: the hot path's scan targets are Request's fields
+// in requestColumns order, every column once.
+func TestRequestScanTargets(t *testing.T) {
+	var r Request
+	targets := r.scanTargets()
+	v := reflect.ValueOf(&r).Elem()
+	tagAt := map[uintptr]string{}
+	for i := range v.NumField() {
+		tagAt[v.Field(i).Addr().Pointer()] = v.Type().Field(i).Tag.Get("db")
+	}
+	var got []string
+	for _, p := range targets {
+		got = append(got, tagAt[reflect.ValueOf(p).Pointer()])
+	}
+	var want []string
+	for _, c := range strings.Split(requestColumns, ",") {
+		want = append(want, strings.TrimSpace(c))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("scan targets\n%v\nrequestColumns\n%v", got, want)
+	}
+	if len(want) != v.NumField() {
+		t.Fatalf("requestColumns has %d columns, Request %d fields", len(want), v.NumField())
 	}
 }
