@@ -227,6 +227,26 @@ func wantEvent(t *testing.T, e Event, kind, actor, requestID string) {
 	}
 }
 
+// wantQueued checks that e is the notification.queued event of the outbox
+// row of request requestID on channel, naming that row.
+func wantQueued(t *testing.T, db *sqlx.DB, e Event, requestID, channel string) {
+	t.Helper()
+	wantEvent(t, e, KindNotificationQueued, ActorNotify, requestID)
+	var ids []int64
+	if err := db.Select(&ids, `SELECT id FROM outbox WHERE request_id = $1 AND kind = $2`, requestID, channel); err != nil {
+		t.Fatal(err)
+	}
+	b := body(t, e)
+	if len(ids) != 1 || b["channel"] != channel || b["outbox_id"] != float64(ids[0]) {
+		t.Errorf("notification.queued body %s, want channel %s and outbox row %v", e.Body, channel, ids)
+	}
+	for _, k := range []string{"target", "bearer", "payload"} {
+		if _, ok := b[k]; ok {
+			t.Errorf("notification.queued body has %s: %s", k, e.Body)
+		}
+	}
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return "<nil>"
@@ -302,10 +322,12 @@ func TestEventsOfChanges(t *testing.T) {
 				check: func(t *testing.T, ev []Event) {
 					wantEvent(t, ev[0], KindRequestCreated, ActorAgent(f.pinger.ID), c.Request.ID)
 					wantEvent(t, ev[1], KindRequestApproved, rule("small_eur_payment"), c.Request.ID)
+					wantQueued(t, f.db, ev[2], c.Request.ID, "ping")
 					noSecret(t, ev, "client_notification_token", eventsCNT)
+					noSecret(t, ev, "notification endpoint", "ping.example.com")
 				},
 			}
-		}, nil, map[string]int{KindRequestCreated: 1, KindRequestApproved: 1}, 1},
+		}, nil, map[string]int{KindRequestCreated: 1, KindRequestApproved: 1, KindNotificationQueued: 1}, 1},
 
 		{"authorize: denied by a rule", func(t *testing.T) eventChange {
 			// Refused to the agent, and recorded.
@@ -342,10 +364,12 @@ func TestEventsOfChanges(t *testing.T) {
 					if b := body(t, ev[0]); b["verdict"] != string(VerdictApprove) {
 						t.Errorf("review.recorded body %s", ev[0].Body)
 					}
+					wantQueued(t, f.db, ev[2], c.Request.ID, "ping")
 					noSecret(t, ev, "client_notification_token", eventsCNT)
+					noSecret(t, ev, "notification endpoint", "ping.example.com")
 				},
 			}
-		}, nil, map[string]int{KindReviewRecorded: 1, KindRequestApproved: 1}, 1},
+		}, nil, map[string]int{KindReviewRecorded: 1, KindRequestApproved: 1, KindNotificationQueued: 1}, 1},
 
 		{"review: denied by the user", func(t *testing.T) eventChange {
 			c := f.pendingFor(t, f.agent, alice.Email)
