@@ -1045,6 +1045,22 @@ func TestEventsAnnounced(t *testing.T) {
 	if n := next(); n != nil {
 		t.Errorf("a failed change was announced: %s", n.Extra)
 	}
+
+	// The outbox's own record and consent page views are not announced
+	// (nothing acts on them); a review beside them is.
+	for _, kind := range []string{KindNotificationQueued, KindNotificationSent, KindNotificationFailed, KindNotificationDropped,
+		KindRequestViewed, KindReviewRecorded} {
+		if _, err := db.Exec(`INSERT INTO audit_events (kind, actor, user_id) VALUES ($1, $2, $3)`, kind, ActorNotify, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		n := next()
+		switch announced := n != nil; {
+		case kind == KindReviewRecorded && !announced:
+			t.Errorf("%s was not announced", kind)
+		case kind != KindReviewRecorded && announced:
+			t.Errorf("%s was announced: %s", kind, n.Extra)
+		}
+	}
 }
 
 // readEvents reads audit_events rows selected by where.
