@@ -216,8 +216,11 @@ func Describe(e TimelineEvent) string {
 	}
 	switch e.Kind {
 	case KindRequestCreated:
-		return fmt.Sprintf("asked for %s; policy version %s, rule %q: %s%s", str("types"), str("policy_version"), str("rule"),
-			str("outcome"), opt(" (%s)", "reason"))
+		if v := str("policy_version"); v != "" && v != "0" {
+			return fmt.Sprintf("asked for %s; policy version %s, rule %q: %s%s", str("types"), v, str("rule"),
+				str("outcome"), opt(" (%s)", "reason"))
+		}
+		return fmt.Sprintf("asked for %s; decided without a policy rule: %s%s", str("types"), str("outcome"), opt(" (%s)", "reason"))
 	case KindRequestApproved:
 		return "approved" + opt(", acr %s", "acr") + opt(", amr %s", "amr")
 	case KindRequestDenied:
