@@ -68,20 +68,6 @@ const (
 	KindKeyCreated           = "key.created"
 	KindKeyPromoted          = "key.promoted"
 	KindKeyRetired           = "key.retired"
-
-	// A consent page shown to a person (once per session and request).
-	KindRequestViewed = "request.viewed"
-	// Step-up evidence (a WebAuthn assertion for one request) stored.
-	KindEvidenceRecorded = "evidence.recorded"
-	// A key no longer current: it still verifies, it signs no more.
-	KindKeyDemoted = "key.demoted"
-	// Outbound notifications (pings and pushes, through the outbox): a row
-	// queued, an attempt delivered or failed, a row dropped unsent
-	// (superseded or expired) without an attempt.
-	KindNotificationQueued  = "notification.queued"
-	KindNotificationSent    = "notification.sent"
-	KindNotificationFailed  = "notification.failed"
-	KindNotificationDropped = "notification.dropped"
 )
 
 // Actors that are not a principal with an id.
@@ -89,7 +75,6 @@ const (
 	ActorCLI     = "admin:cli"
 	ActorSweeper = "system:sweeper"
 	ActorServer  = "system:server"
-	ActorNotify  = "system:notify" // the outbox and its workers
 )
 
 // ActorAgent, ActorUser, ActorResourceServer and ActorRule name the

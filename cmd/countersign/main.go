@@ -85,10 +85,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = policyCmd(ctx, rest, stdout, stderr, getenv)
 	case "keys":
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
-	case "evidence":
-		err = evidenceCmd(ctx, rest, stdout, stderr, getenv)
 	case "requests":
 		err = requestsCmd(ctx, rest, stdout, stderr, getenv)
+	case "evidence":
+		err = evidenceCmd(ctx, rest, stdout, stderr, getenv)
 	case "load":
 		err = loadCmd(ctx, rest, stdout, stderr, getenv)
 	case "version":

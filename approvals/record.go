@@ -1,5 +1,26 @@
 package approvals
 
+// Kinds and actors of the events that complete the record (SPEC §8), beside
+// those in events.go.
+const (
+	// A consent page shown to a person (once per session and request).
+	KindRequestViewed = "request.viewed"
+	// Step-up evidence (a WebAuthn assertion for one request) stored.
+	KindEvidenceRecorded = "evidence.recorded"
+	// A key no longer current: it still verifies, it signs no more.
+	KindKeyDemoted = "key.demoted"
+	// Outbound notifications (pings and pushes, through the outbox): a row
+	// queued, an attempt delivered or failed, a row dropped unsent
+	// (superseded or expired) without an attempt.
+	KindNotificationQueued  = "notification.queued"
+	KindNotificationSent    = "notification.sent"
+	KindNotificationFailed  = "notification.failed"
+	KindNotificationDropped = "notification.dropped"
+
+	// ActorNotify is the outbox and its workers.
+	ActorNotify = "system:notify"
+)
+
 // The events of outbound notifications are written by the statements that
 // write or change their outbox rows: queued by the change that enqueues
 // them, sent and failed by the worker that records an attempt (package
