@@ -211,20 +211,30 @@ func (s *Store) Agents(ctx context.Context) ([]Agent, error) {
 }
 
 const rotateAgentSecretSQL = `
-UPDATE agents SET secret_hash = $2, updated_at = now()
-WHERE id = $1 AND auth_method <> 'private_key_jwt'
-RETURNING id`
+WITH before AS (SELECT id, updated_at AS before_updated_at FROM agents WHERE id = $1 FOR UPDATE)
+UPDATE agents a SET secret_hash = $2, updated_at = now()
+FROM before WHERE a.id = before.id AND a.auth_method <> 'private_key_jwt'
+RETURNING a.id, a.auth_method, before_updated_at, a.updated_at`
 
 // RotateAgentSecret replaces an agent's client secret; the old one stops
 // working at once. It returns the new one-time secret.
 func (s *Store) RotateAgentSecret(ctx context.Context, id string) (string, error) {
 	secret := NewSecret()
 	err := s.change(ctx, func(t *Tx) error {
-		var got string
+		var got struct {
+			ID         string    `db:"id"`
+			AuthMethod string    `db:"auth_method"`
+			Before     time.Time `db:"before_updated_at"`
+			After      time.Time `db:"updated_at"`
+		}
 		if err := t.GetContext(ctx, &got, rotateAgentSecretSQL, id, HashSecret(secret)); err != nil {
 			return err
 		}
-		t.record(Event{Kind: KindAgentSecretRotated, Actor: ActorCLI, AgentID: &got, Body: mustJSON(nil)})
+		// Neither secret nor its hash: when each was set, and that the old
+		// one no longer works.
+		t.record(Event{Kind: KindAgentSecretRotated, Actor: ActorCLI, AgentID: &got.ID, Body: mustJSON(map[string]any{
+			"auth_method": got.AuthMethod, "old_secret_revoked": true,
+			"before": map[string]any{"updated_at": got.Before}, "after": map[string]any{"updated_at": got.After}})})
 		return nil
 	})
 	if err != nil {

@@ -140,3 +140,32 @@ func (s *Service) Audience(ctx context.Context, id string) (userID string, group
 	}
 	return row.UserID, groups, nil
 }
+
+// viewedSQL records that user $2 was shown request $1's consent page in
+// session $3 — once per session and request: a reload, the live page
+// re-rendering it, or a second tab of the same session adds nothing (two
+// loads at the very same instant may both write one). Its body says in
+// which state the page showed the request.
+const viewedSQL = `
+INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)
+SELECT '` + KindRequestViewed + `', 'user:' || $2::text, r.id, r.agent_id, r.user_id,
+	jsonb_build_object('session', $3::text, 'state', r.state)
+FROM requests r
+WHERE r.id = $1 AND NOT EXISTS (
+	SELECT 1 FROM audit_events e
+	WHERE e.request_id = $1 AND e.kind = '` + KindRequestViewed + `' AND e.actor = 'user:' || $2::text
+		AND e.body->>'session' = $3::text)`
+
+// Viewed records that user, signed in with session sessionID (its public
+// id), was shown the consent page of request id (request.viewed), unless
+// that session was shown it before. Call it only once Consent has let user
+// see the request.
+func (s *Service) Viewed(ctx context.Context, id string, user User, sessionID string) error {
+	if _, ok := parseUUID(id); !ok {
+		return fmt.Errorf("approvals: viewed %s: %w", id, ErrNotFound)
+	}
+	if _, err := s.store.db.ExecContext(ctx, viewedSQL, id, user.ID, sessionID); err != nil {
+		return fmt.Errorf("approvals: viewed %s: %w", id, translate(err))
+	}
+	return nil
+}

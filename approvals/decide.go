@@ -2,7 +2,10 @@ package approvals
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -205,6 +208,9 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			body["evidence_id"] = *evidenceID
 		}
 		t.record(newEvent(KindReviewRecorded, actor, out, body))
+		if evidenceID != nil {
+			t.record(newEvent(KindEvidenceRecorded, actor, out, evidenceBody(*evidenceID, in.Evidence)))
+		}
 		switch res.State {
 		case StateApproved:
 			t.record(newEvent(KindRequestApproved, actor, out, map[string]any{"acr": res.ACR, "amr": res.AMR}))
@@ -227,4 +233,22 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			"denials", s.fatigue.SuspendAfterDenials, "window", s.fatigue.SuspendWindow.String())
 	}
 	return out, err
+}
+
+// evidenceBody is what evidence.recorded says of stored step-up evidence e
+// (row id): whose passkey signed which details hash, what its authenticator
+// data proves, and the SHA-256 of the assertion as stored (authenticator
+// data, client data JSON and signature, each length-prefixed), so that the
+// sealed trail also seals the evidence that a later re-verification reads.
+func evidenceBody(id int64, e *StepUpEvidence) map[string]any {
+	h := sha256.New()
+	for _, part := range [][]byte{e.AuthenticatorData, e.ClientDataJSON, e.Signature} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return map[string]any{"evidence_id": id, "credential_id": base64.RawURLEncoding.EncodeToString(e.CredentialID),
+		"details_hash": e.DetailsHash, "amr": nonNil(EvidenceAMR(e.AuthenticatorData, false)),
+		"assertion_sha256": base64.RawURLEncoding.EncodeToString(h.Sum(nil))}
 }

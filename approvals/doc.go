@@ -21,6 +21,7 @@
 //	evidence.go    step-up evidence: its challenge, offline re-verification (pure), its amr
 //	storedevidence.go   re-verifying the evidence stored for a request
 //	events.go      the event spine's rows and kinds; listener.go its LISTEN side
+//	record.go      the kinds that complete the record, the events of outbox rows; timeline.go reading the trail
 //	tx.go          one change = one transaction; its events and outbox rows
 //	tokens.go      issuing, redeeming, introspecting and revoking tokens
 //	keys.go        signing keys and their rotation; jwt.go the JWTs; keywrap.go key encryption

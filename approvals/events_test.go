@@ -2,6 +2,9 @@ package approvals
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/countersign/countersign/examples/demo"
 	"github.com/countersign/countersign/internal/pgtest"
+	"github.com/countersign/countersign/internal/softauthn"
 	"github.com/countersign/countersign/rar"
 )
 
@@ -227,6 +231,40 @@ func wantEvent(t *testing.T, e Event, kind, actor, requestID string) {
 	}
 }
 
+// wantQueued checks that e is the notification.queued event of the outbox
+// row of request requestID on channel, naming that row.
+func wantQueued(t *testing.T, db *sqlx.DB, e Event, requestID, channel string) {
+	t.Helper()
+	wantEvent(t, e, KindNotificationQueued, ActorNotify, requestID)
+	var ids []int64
+	if err := db.Select(&ids, `SELECT id FROM outbox WHERE request_id = $1 AND kind = $2`, requestID, channel); err != nil {
+		t.Fatal(err)
+	}
+	b := body(t, e)
+	if len(ids) != 1 || b["channel"] != channel || b["outbox_id"] != float64(ids[0]) {
+		t.Errorf("notification.queued body %s, want channel %s and outbox row %v", e.Body, channel, ids)
+	}
+	for _, k := range []string{"target", "bearer", "payload"} {
+		if _, ok := b[k]; ok {
+			t.Errorf("notification.queued body has %s: %s", k, e.Body)
+		}
+	}
+}
+
+// addDevice subscribes a push device for user userID.
+func (f eventsFixture) addDevice(t *testing.T, userID string) {
+	t.Helper()
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.AddPushSubscription(context.Background(), PushSubscription{UserID: userID, Name: "Phone",
+		Endpoint: "https://push.example.com/send/Pu5h-Capability-" + newID(""), P256dh: rawURL64(k.PublicKey().Bytes()),
+		Auth: rawURL64([]byte("sixteen bytes!!!"))}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return "<nil>"
@@ -302,10 +340,12 @@ func TestEventsOfChanges(t *testing.T) {
 				check: func(t *testing.T, ev []Event) {
 					wantEvent(t, ev[0], KindRequestCreated, ActorAgent(f.pinger.ID), c.Request.ID)
 					wantEvent(t, ev[1], KindRequestApproved, rule("small_eur_payment"), c.Request.ID)
+					wantQueued(t, f.db, ev[2], c.Request.ID, "ping")
 					noSecret(t, ev, "client_notification_token", eventsCNT)
+					noSecret(t, ev, "notification endpoint", "ping.example.com")
 				},
 			}
-		}, nil, map[string]int{KindRequestCreated: 1, KindRequestApproved: 1}, 1},
+		}, nil, map[string]int{KindRequestCreated: 1, KindRequestApproved: 1, KindNotificationQueued: 1}, 1},
 
 		{"authorize: denied by a rule", func(t *testing.T) eventChange {
 			// Refused to the agent, and recorded.
@@ -342,10 +382,12 @@ func TestEventsOfChanges(t *testing.T) {
 					if b := body(t, ev[0]); b["verdict"] != string(VerdictApprove) {
 						t.Errorf("review.recorded body %s", ev[0].Body)
 					}
+					wantQueued(t, f.db, ev[2], c.Request.ID, "ping")
 					noSecret(t, ev, "client_notification_token", eventsCNT)
+					noSecret(t, ev, "notification endpoint", "ping.example.com")
 				},
 			}
-		}, nil, map[string]int{KindReviewRecorded: 1, KindRequestApproved: 1}, 1},
+		}, nil, map[string]int{KindReviewRecorded: 1, KindRequestApproved: 1, KindNotificationQueued: 1}, 1},
 
 		{"review: denied by the user", func(t *testing.T) eventChange {
 			c := f.pendingFor(t, f.agent, alice.Email)
@@ -734,6 +776,125 @@ func TestEventsOfChanges(t *testing.T) {
 				},
 			}
 		}, nil, map[string]int{KindPolicyPublished: 1}, 0},
+
+		{"consent page viewed", func(t *testing.T) eventChange {
+			c := f.pendingFor(t, f.agent, alice.Email)
+			return eventChange{
+				do: func() error { return f.svc.Viewed(ctx, c.Request.ID, alice, "ses_one") },
+				check: func(t *testing.T, ev []Event) {
+					wantEvent(t, ev[0], KindRequestViewed, ActorUser(alice.ID), c.Request.ID)
+					if b := body(t, ev[0]); b["session"] != "ses_one" || b["state"] != string(StatePending) {
+						t.Errorf("request.viewed body %s", ev[0].Body)
+					}
+				},
+			}
+		}, nil, map[string]int{KindRequestViewed: 1}, 0},
+
+		{"consent page viewed again in the same session", func(t *testing.T) eventChange {
+			c := f.pendingFor(t, f.agent, alice.Email)
+			if err := f.svc.Viewed(ctx, c.Request.ID, alice, "ses_one"); err != nil {
+				t.Fatal(err)
+			}
+			return eventChange{do: func() error { return f.svc.Viewed(ctx, c.Request.ID, alice, "ses_one") }}
+		}, nil, nil, 0},
+
+		{"consent page viewed in another session", func(t *testing.T) eventChange {
+			c := f.pendingFor(t, f.agent, alice.Email)
+			if err := f.svc.Viewed(ctx, c.Request.ID, alice, "ses_one"); err != nil {
+				t.Fatal(err)
+			}
+			return eventChange{do: func() error { return f.svc.Viewed(ctx, c.Request.ID, alice, "ses_two") }}
+		}, nil, map[string]int{KindRequestViewed: 1}, 0},
+
+		{"consent page view refused: not a request id", func(t *testing.T) eventChange {
+			return eventChange{do: func() error { return f.svc.Viewed(ctx, "not-a-uuid", alice, "ses_one") }}
+		}, isErr(ErrNotFound), nil, 0},
+
+		{"consent page view of no request", func(t *testing.T) eventChange {
+			return eventChange{do: func() error { return f.svc.Viewed(ctx, "0b6f3c9e-1f5e-4c8a-9d7b-2a4e6c8f0a1b", alice, "ses_one") }}
+		}, nil, nil, 0},
+
+		{"review: step-up approval with evidence", func(t *testing.T) eventChange {
+			c, err := f.ask(t, f.agent, payment("50000.00", "EUR"))
+			if err != nil || !c.Request.StepUp {
+				t.Fatalf("step-up request: %+v %v", c.Request, err)
+			}
+			a := newAuthn(t, "es256")
+			nonce := []byte("a server nonce of 32 bytes......")
+			as, err := a.Get(StepUpChallenge(c.Request.ID, c.Request.DetailsHash, nonce), softauthn.Options{RPID: evRPID, Origin: evOrigin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &StepUpEvidence{RequestID: c.Request.ID, UserID: alice.ID, DetailsHash: c.Request.DetailsHash, CredentialID: a.CredentialID,
+				AuthenticatorData: as.AuthenticatorData, ClientDataJSON: as.ClientDataJSON, Signature: as.Signature, Nonce: nonce}
+			return eventChange{
+				do: func() error {
+					_, err := f.svc.Review(ctx, c.Request.ID, Reviewer{UserID: alice.ID, AMR: []string{"hwk", "user"}},
+						ReviewInput{Verdict: VerdictApprove, Evidence: e})
+					return err
+				},
+				check: func(t *testing.T, ev []Event) {
+					wantEvent(t, ev[0], KindReviewRecorded, ActorUser(alice.ID), c.Request.ID)
+					wantEvent(t, ev[1], KindEvidenceRecorded, ActorUser(alice.ID), c.Request.ID)
+					wantEvent(t, ev[2], KindRequestApproved, ActorUser(alice.ID), c.Request.ID)
+					var id int64
+					if err := f.db.Get(&id, `SELECT id FROM step_up_evidence WHERE request_id = $1`, c.Request.ID); err != nil {
+						t.Fatal(err)
+					}
+					rb, eb := body(t, ev[0]), body(t, ev[1])
+					if rb["evidence_id"] != float64(id) || eb["evidence_id"] != float64(id) || eb["details_hash"] != c.Request.DetailsHash ||
+						eb["credential_id"] != base64.RawURLEncoding.EncodeToString(a.CredentialID) || eb["assertion_sha256"] == nil {
+						t.Errorf("review.recorded %s, evidence.recorded %s: want evidence %d", ev[0].Body, ev[1].Body, id)
+					}
+					noSecret(t, ev, "signature", base64.StdEncoding.EncodeToString(as.Signature))
+					noSecret(t, ev, "client data", base64.StdEncoding.EncodeToString(as.ClientDataJSON))
+				},
+			}
+		}, nil, map[string]int{KindReviewRecorded: 1, KindEvidenceRecorded: 1, KindRequestApproved: 1}, 0},
+
+		// Last: from here on Alice has a device, and her pending requests push.
+		{"push: queued with the pending request", func(t *testing.T) eventChange {
+			f.addDevice(t, alice.ID)
+			var c Created
+			return eventChange{
+				do: func() (err error) {
+					c, err = f.svc.Authorize(ctx, f.agent, AuthRequest{Scope: "openid", LoginHint: alice.Email, AuthorizationDetails: payment("510.00", "EUR")})
+					return err
+				},
+				check: func(t *testing.T, ev []Event) {
+					wantEvent(t, ev[0], KindRequestCreated, ActorAgent(f.agent.ID), c.Request.ID)
+					wantQueued(t, f.db, ev[1], c.Request.ID, "push")
+					if b := body(t, ev[1]); b["message"] != "new" || !strings.HasPrefix(fmt.Sprint(b["device"]), "dev_") {
+						t.Errorf("notification.queued body %s", ev[1].Body)
+					}
+					noSecret(t, ev, "push endpoint", "Pu5h-Capability")
+				},
+			}
+		}, nil, map[string]int{KindRequestCreated: 1, KindNotificationQueued: 1}, 1},
+
+		{"push: decided, the unsent new push superseded", func(t *testing.T) eventChange {
+			c := f.pendingFor(t, f.agent, alice.Email)
+			return eventChange{
+				do: func() error { _, err := f.decide(ctx, c.Request.ID, false); return err },
+				check: func(t *testing.T, ev []Event) {
+					var queued, dropped map[string]any
+					for _, e := range ev {
+						switch e.Kind {
+						case KindNotificationQueued:
+							wantEvent(t, e, KindNotificationQueued, ActorNotify, c.Request.ID)
+							queued = body(t, e)
+						case KindNotificationDropped:
+							wantEvent(t, e, KindNotificationDropped, ActorNotify, c.Request.ID)
+							dropped = body(t, e)
+						}
+					}
+					if queued["message"] != "decided" || dropped["reason"] != "superseded" || dropped["channel"] != "push" {
+						t.Errorf("queued %v, dropped %v", queued, dropped)
+					}
+					noSecret(t, ev, "push endpoint", "Pu5h-Capability")
+				},
+			}
+		}, nil, map[string]int{KindReviewRecorded: 1, KindRequestDenied: 1, KindNotificationQueued: 1, KindNotificationDropped: 1}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -883,6 +1044,22 @@ func TestEventsAnnounced(t *testing.T) {
 	}
 	if n := next(); n != nil {
 		t.Errorf("a failed change was announced: %s", n.Extra)
+	}
+
+	// The outbox's own record and consent page views are not announced
+	// (nothing acts on them); a review beside them is.
+	for _, kind := range []string{KindNotificationQueued, KindNotificationSent, KindNotificationFailed, KindNotificationDropped,
+		KindRequestViewed, KindReviewRecorded} {
+		if _, err := db.Exec(`INSERT INTO audit_events (kind, actor, user_id) VALUES ($1, $2, $3)`, kind, ActorNotify, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		n := next()
+		switch announced := n != nil; {
+		case kind == KindReviewRecorded && !announced:
+			t.Errorf("%s was not announced", kind)
+		case kind != KindReviewRecorded && announced:
+			t.Errorf("%s was announced: %s", kind, n.Extra)
+		}
 	}
 }
 

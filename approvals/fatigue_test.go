@@ -148,7 +148,8 @@ func TestSuspendAfterDenials(t *testing.T) {
 	}
 	var automatic int
 	if err := f.db.Get(&automatic, `SELECT count(*) FROM audit_events WHERE kind = $1 AND agent_id = $2 AND actor = $3
-		AND (body->>'automatic')::boolean`, KindAgentSuspended, f.agent.ID, ActorServer); err != nil || automatic != 1 {
+		AND (body->>'automatic')::boolean AND body->>'reason' = '3 requests denied within 1h0m0s'
+		AND body->'after'->>'status' = 'suspended'`, KindAgentSuspended, f.agent.ID, ActorServer); err != nil || automatic != 1 {
 		t.Errorf("%d automatic suspension events (%v), want 1", automatic, err)
 	}
 	if _, err := askFor(svc, a, "alice@example.com", "900.00"); err == nil {

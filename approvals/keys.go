@@ -169,11 +169,14 @@ RETURNING kid, alg, status, created_at, activates_at`
 func (s *KeyStore) Rotate(ctx context.Context) ([]KeyInfo, error) {
 	return s.eachNewKey(ctx, "rotate", func(tx *sqlx.Tx, alg jose.SignatureAlgorithm, k newKey, now time.Time) (KeyInfo, error) {
 		// A prepared key would retire the previous key too early: it goes.
-		if err := execAll(ctx, tx, alg, retireNextSQL, retirePreviousSQL); err != nil {
+		if err := moveKeys(ctx, tx, ActorCLI, "next", KindKeyRetired, retireNextSQL, string(alg)); err != nil {
 			return KeyInfo{}, err
 		}
-		if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
-			return KeyInfo{}, translate(err)
+		if err := moveKeys(ctx, tx, ActorCLI, "previous", KindKeyRetired, retirePreviousSQL, string(alg)); err != nil {
+			return KeyInfo{}, err
+		}
+		if err := moveKeys(ctx, tx, ActorCLI, "current", KindKeyDemoted, demoteCurrentSQL, string(alg), now); err != nil {
+			return KeyInfo{}, err
 		}
 		var info keyInfoRow
 		err := tx.GetContext(ctx, &info, insertCurrentKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, now)
@@ -199,7 +202,7 @@ RETURNING kid, alg, status, created_at, activates_at`
 // current is replaced (and retired). It returns the prepared keys.
 func (s *KeyStore) Prepare(ctx context.Context) ([]KeyInfo, error) {
 	return s.eachNewKey(ctx, "prepare", func(tx *sqlx.Tx, alg jose.SignatureAlgorithm, k newKey, now time.Time) (KeyInfo, error) {
-		if err := execAll(ctx, tx, alg, retireNextSQL); err != nil {
+		if err := moveKeys(ctx, tx, ActorCLI, "next", KindKeyRetired, retireNextSQL, string(alg)); err != nil {
 			return KeyInfo{}, err
 		}
 		activates := now.Add(KeyPublishDelay)
@@ -248,11 +251,11 @@ func (s *KeyStore) PromoteDue(ctx context.Context) ([]KeyInfo, error) {
 			if err := tx.GetContext(ctx, &kid, nextDueSQL, string(alg), now); err != nil {
 				return err // sql.ErrNoRows: nothing due, or another replica promoted it
 			}
-			if err := execAll(ctx, tx, alg, retirePreviousSQL); err != nil {
+			if err := moveKeys(ctx, tx, ActorSweeper, "previous", KindKeyRetired, retirePreviousSQL, string(alg)); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, demoteCurrentSQL, string(alg), now); err != nil {
-				return translate(err)
+			if err := moveKeys(ctx, tx, ActorSweeper, "current", KindKeyDemoted, demoteCurrentSQL, string(alg), now); err != nil {
+				return err
 			}
 			if err := tx.GetContext(ctx, &info, promoteNextSQL, kid); err != nil {
 				return translate(err)
@@ -318,20 +321,29 @@ func (s *KeyStore) inAlgTx(ctx context.Context, alg jose.SignatureAlgorithm, fn 
 	return translate(tx.Commit())
 }
 
+// moveKeys runs q, an update of the status of the keys in status from,
+// and records kind for each key it changed, with its statuses before and
+// after.
+func moveKeys(ctx context.Context, tx *sqlx.Tx, actor, from, kind, q string, args ...any) error {
+	var moved []struct {
+		KID    string `db:"kid"`
+		Status string `db:"status"`
+	}
+	if err := tx.SelectContext(ctx, &moved, q+` RETURNING kid, status`, args...); err != nil {
+		return translate(err)
+	}
+	events := make([]Event, 0, len(moved))
+	for _, k := range moved {
+		events = append(events, Event{Kind: kind, Actor: actor, Subject: ptr("key:" + k.KID),
+			Body: mustJSON(map[string]any{"before": map[string]string{"status": from}, "after": map[string]string{"status": k.Status}})})
+	}
+	return writeEvents(ctx, tx, events)
+}
+
 // keyEvent is an event about signing key k: never its private half.
 func keyEvent(kind, actor string, k KeyInfo) Event {
 	return Event{Kind: kind, Actor: actor, Subject: ptr("key:" + k.KID),
 		Body: mustJSON(map[string]any{"after": map[string]any{"alg": k.Alg, "status": k.Status, "activates_at": k.ActivatesAt}})}
-}
-
-// execAll runs statements whose only parameter is the algorithm.
-func execAll(ctx context.Context, tx *sqlx.Tx, alg jose.SignatureAlgorithm, stmts ...string) error {
-	for _, q := range stmts {
-		if _, err := tx.ExecContext(ctx, q, string(alg)); err != nil {
-			return translate(err)
-		}
-	}
-	return nil
 }
 
 const listKeysSQL = `

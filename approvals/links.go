@@ -50,8 +50,10 @@ func makeLink(ctx context.Context, t *Tx, u User, purpose LinkPurpose, life time
 func (s *Store) InviteUser(ctx context.Context, email, name string) (User, Link, error) {
 	email = strings.ToLower(strings.TrimSpace(email))
 	u, err := s.UserByHint(ctx, email)
+	created := false
 	if errors.Is(err, ErrNotFound) {
 		u, err = s.CreateUser(ctx, NewUser{Email: email, Name: name})
+		created = err == nil
 	}
 	if err != nil {
 		return User{}, Link{}, err
@@ -63,7 +65,8 @@ func (s *Store) InviteUser(ctx context.Context, email, name string) (User, Link,
 			return err
 		}
 		t.record(Event{Kind: KindUserInvited, Actor: ActorCLI, UserID: &u.ID,
-			Body: mustJSON(map[string]any{"expires_at": l.ExpiresAt})})
+			Body: mustJSON(map[string]any{"expires_at": l.ExpiresAt, "email": u.Email, "user_created": created,
+				"after": map[string]any{"enrollment_link": "issued", "expires_at": l.ExpiresAt}})})
 		return nil
 	})
 	return u, l, err

@@ -61,8 +61,8 @@ func (s *Service) Report(ctx context.Context, id string, user User) error {
 		if err := t.GetContext(ctx, &got, setAgentStatusSQL, agentID, "suspended"); err != nil {
 			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
 		}
-		t.record(Event{Kind: KindAgentReported, Actor: actor, RequestID: &id, AgentID: &agentID, UserID: &user.ID,
-			Body: mustJSON(map[string]any{"request_id": id})})
+		report := len(t.events)
+		t.record(Event{Kind: KindAgentReported, Actor: actor, RequestID: &id, AgentID: &agentID, UserID: &user.ID})
 		if got.Before != "suspended" {
 			if err := revokeTokensOf(ctx, t, "agent", agentID, actor, "agent reported by a user"); err != nil {
 				return err
@@ -78,11 +78,17 @@ func (s *Service) Report(ctx context.Context, id string, user User) error {
 		if err := t.SelectContext(ctx, &rows, reportDenySQL, agentID, user.ID, ReportReason); err != nil {
 			return fmt.Errorf("approvals: report %s: %w", id, translate(err))
 		}
+		denied := []string{}
 		for _, r := range rows {
 			t.record(newEvent(KindRequestDenied, actor, r.Request, map[string]any{"reason": ReportReason}))
 			t.ping(r.Request, r.BeforeToken)
 			t.pushDecided(r.Request.ID)
+			denied = append(denied, r.Request.ID)
 		}
+		// The report says what it did: whether it suspended the agent (it
+		// may have been suspended already) and which requests it denied.
+		t.events[report].Body = mustJSON(map[string]any{"request_id": id, "reason": ReportReason,
+			"suspended": got.Before != "suspended", "agent_status_before": got.Before, "denied": denied})
 		return nil
 	})
 	if err != nil {

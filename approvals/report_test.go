@@ -2,7 +2,10 @@ package approvals
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -49,6 +52,30 @@ func TestReport(t *testing.T) {
 			t.Errorf("events %v, want %v", got, want)
 			break
 		}
+	}
+	// The report and the suspension say who, why and what they did.
+	var rep, susp Event
+	if err := f.db.Get(&rep, `SELECT kind, actor, request_id, agent_id, user_id, body FROM audit_events WHERE kind = $1 AND agent_id = $2`,
+		KindAgentReported, agent.ID); err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		RequestID string   `json:"request_id"`
+		Suspended bool     `json:"suspended"`
+		Denied    []string `json:"denied"`
+	}
+	if err := json.Unmarshal(rep.Body, &b); err != nil || rep.Actor != ActorUser(f.user.ID) || deref(rep.UserID) != f.user.ID ||
+		b.RequestID != reported.Request.ID || !b.Suspended || !slices.Contains(b.Denied, reported.Request.ID) ||
+		!slices.Contains(b.Denied, other.Request.ID) || len(b.Denied) != 2 {
+		t.Errorf("agent.reported by %s: %s (%v)", rep.Actor, rep.Body, err)
+	}
+	if err := f.db.Get(&susp, `SELECT kind, actor, agent_id, body FROM audit_events WHERE kind = $1 AND agent_id = $2`,
+		KindAgentSuspended, agent.ID); err != nil {
+		t.Fatal(err)
+	}
+	if susp.Actor != ActorUser(f.user.ID) || !strings.Contains(string(susp.Body), `"reason": "reported by a user"`) ||
+		!strings.Contains(string(susp.Body), `"after": {"status": "suspended"}`) {
+		t.Errorf("agent.suspended by %s: %s", susp.Actor, susp.Body)
 	}
 	// A decided request cannot be reported (again): nothing is written.
 	before = countEvents(t, f.db, "")

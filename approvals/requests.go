@@ -191,6 +191,7 @@ WITH r AS (
 				ELSE jsonb_build_object('reason', r.decision_reason) END)
 	) AS e(kind, actor, body)
 	WHERE e.kind IS NOT NULL
+	RETURNING id
 )`
 
 const insertRequestOutbox = `, ping AS (
@@ -198,6 +199,7 @@ const insertRequestOutbox = `, ping AS (
 	SELECT 'ping', r.id, a.notify_url, $14::text, r.expires_at
 	FROM r JOIN agents a ON a.id = r.agent_id
 	WHERE r.state = 'approved' AND a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL AND $14::text IS NOT NULL
+	RETURNING id, kind, request_id, subscription_id, payload
 ), push AS (
 	-- A pending request's Web Push ($29, the message) to every device of
 	-- its user and of the members of its quorum groups, unless the person
@@ -212,6 +214,10 @@ const insertRequestOutbox = `, ping AS (
 			WHERE ps.user_id = s.user_id AND o.kind = 'push' AND o.payload->>'type' = 'new'
 				AND o.created_at > now() - interval '1 minute') < $30::int)
 	ON CONFLICT DO NOTHING
+	RETURNING id, kind, request_id, subscription_id, payload
+), queued AS (` + queuedEventsSQL + `
+	FROM (SELECT * FROM ping UNION ALL SELECT * FROM push) q JOIN r ON r.id = q.request_id
+	WHERE (SELECT count(*) FROM ev) >= 0 -- after the request's own events
 )`
 
 // insertRequest stores new request r (state pending, approved or denied, as

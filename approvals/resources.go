@@ -86,7 +86,8 @@ func (s *Store) RotateResourceServerSecret(ctx context.Context, id string) (stri
 		if err := t.GetContext(ctx, &got, rotateResourceSecretSQL, id, HashSecret(secret)); err != nil {
 			return err
 		}
-		t.record(Event{Kind: KindResourceSecretRotate, Actor: ActorCLI, Subject: ptr("resource_server:" + got), Body: mustJSON(nil)})
+		t.record(Event{Kind: KindResourceSecretRotate, Actor: ActorCLI, Subject: ptr("resource_server:" + got),
+			Body: mustJSON(map[string]any{"old_secret_revoked": true})})
 		return nil
 	})
 	if err != nil {

@@ -55,12 +55,14 @@ func (t *Tx) pushDecided(id string) { t.decided = append(t.decided, id) }
 // "new" pushes not yet sent are dropped.
 const flushSQL = `
 WITH ev AS (` + insertEventsSQL + `
+	RETURNING id
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
 	SELECT 'ping', p.request_id, a.notify_url, p.bearer, p.expires_at
 	FROM jsonb_to_recordset($2::jsonb) AS p(request_id uuid, agent_id text, bearer text, expires_at timestamptz)
 	JOIN agents a ON a.id = p.agent_id
 	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL
+	RETURNING id, kind, request_id, subscription_id, payload
 ), decided AS (
 	INSERT INTO outbox (kind, request_id, target, payload, expires_at, subscription_id)
 	SELECT 'push', o.request_id, o.target,
@@ -69,10 +71,18 @@ WITH ev AS (` + insertEventsSQL + `
 	FROM outbox o
 	WHERE o.request_id = ANY($3::uuid[]) AND o.kind = 'push' AND o.payload->>'type' = 'new'
 	ON CONFLICT DO NOTHING
+	RETURNING id, kind, request_id, subscription_id, payload
 ), superseded AS (
 	UPDATE outbox SET dropped_at = now(), drop_reason = 'superseded', lease_until = NULL
 	WHERE request_id = ANY($3::uuid[]) AND kind = 'push' AND payload->>'type' = 'new'
 		AND delivered_at IS NULL AND dropped_at IS NULL AND (lease_until IS NULL OR lease_until <= now())
+	RETURNING id, kind, request_id, subscription_id, attempts, drop_reason
+), queued AS (` + queuedEventsSQL + `
+	FROM (SELECT * FROM ping UNION ALL SELECT * FROM decided) q JOIN requests r ON r.id = q.request_id
+	WHERE (SELECT count(*) FROM ev) >= 0 -- after the change's own events
+), dropped AS (` + DroppedEventsSQL + `
+	FROM superseded d JOIN requests r ON r.id = d.request_id
+	WHERE (SELECT count(*) FROM ev) >= 0
 )
 SELECT 1`
 

@@ -9,10 +9,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/countersign/countersign/approvals"
 )
 
 // Kinds of outbox rows.
@@ -95,20 +98,47 @@ func claim(ctx context.Context, db *sqlx.DB, limit int, lease time.Duration, kin
 
 // The result of an attempt is recorded only while the row still carries this
 // worker's lease ($2): if the lease ran out and another worker claimed the row,
-// that worker's result counts.
-const (
+// that worker's result counts. The statement that records it writes its
+// audit event too (notification.sent or notification.failed), so the trail
+// holds exactly the results that count.
+var (
 	deliveredSQL = `
-UPDATE outbox SET delivered_at = now(), bearer = NULL, lease_until = NULL
-WHERE id = $1 AND lease_until = $2`
+WITH o AS (
+	UPDATE outbox SET delivered_at = now(), bearer = NULL, lease_until = NULL
+	WHERE id = $1 AND lease_until = $2
+	RETURNING id, kind, request_id, subscription_id, attempts
+), ev AS (` + attemptEventSQL(approvals.KindNotificationSent, `'status', NULLIF($3::int, 0)`) + `)
+SELECT count(*) FROM o`
 
 	droppedSQL = `
-UPDATE outbox SET dropped_at = now(), drop_reason = $3, last_error = $4, bearer = NULL, lease_until = NULL
-WHERE id = $1 AND lease_until = $2`
+WITH o AS (
+	UPDATE outbox SET dropped_at = now(), drop_reason = $3, last_error = $4, bearer = NULL, lease_until = NULL
+	WHERE id = $1 AND lease_until = $2
+	RETURNING id, kind, request_id, subscription_id, attempts
+), ev AS (` + attemptEventSQL(approvals.KindNotificationFailed,
+		`'status', NULLIF($5::int, 0), 'error', $6::text, 'final', true, 'reason', $3::text`) + `)
+SELECT count(*) FROM o`
 
 	retrySQL = `
-UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4, lease_until = NULL
-WHERE id = $1 AND lease_until = $2`
+WITH o AS (
+	UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4, lease_until = NULL
+	WHERE id = $1 AND lease_until = $2
+	RETURNING id, kind, request_id, subscription_id, attempts
+), ev AS (` + attemptEventSQL(approvals.KindNotificationFailed,
+		`'status', NULLIF($5::int, 0), 'error', $6::text, 'final', false, 'retry_in_seconds', ceil($3::float8)::int`) + `)
+SELECT count(*) FROM o`
 )
+
+// attemptEventSQL is the event of the attempt on the outbox row o: kind,
+// with its channel, row, device and attempt, and the fields of extra.
+func attemptEventSQL(kind, extra string) string {
+	return `
+	INSERT INTO audit_events (kind, actor, request_id, agent_id, user_id, body)
+	SELECT '` + kind + `', '` + approvals.ActorNotify + `', o.request_id, r.agent_id, r.user_id,
+		jsonb_strip_nulls(jsonb_build_object('channel', o.kind, 'outbox_id', o.id, 'device', o.subscription_id,
+			'attempt', o.attempts, ` + extra + `))
+	FROM o JOIN requests r ON r.id = o.request_id`
+}
 
 // outcome is what one attempt came to.
 type outcome struct {
@@ -119,38 +149,61 @@ type outcome struct {
 	err       string        // for last_error; never holds a credential
 }
 
-// record stores o for r. It reports false when r's lease was lost.
+// class names what went wrong with an attempt that was not delivered, for
+// its audit event: the drop reason, "http_status" for an answer that is
+// retried, "timeout" or "connection" when there was none. Unlike err it
+// holds nothing the target chose (no host, no message).
+func (o outcome) class() string {
+	switch {
+	case o.delivered:
+		return ""
+	case o.drop != "":
+		return o.drop
+	case o.status != 0:
+		return "http_status"
+	case strings.HasPrefix(o.err, "timeout"):
+		return "timeout"
+	}
+	return "connection"
+}
+
+// record stores o for r, with its event. It reports false when r's lease
+// was lost.
 func record(ctx context.Context, db *sqlx.DB, r row, o outcome) (bool, error) {
 	var q string
 	args := []any{r.ID, r.LeaseUntil}
 	switch {
 	case o.delivered:
-		q = deliveredSQL
+		q, args = deliveredSQL, append(args, o.status)
 	case o.drop != "":
-		q, args = droppedSQL, append(args, o.drop, o.err)
+		q, args = droppedSQL, append(args, o.drop, o.err, o.status, o.class())
 	default:
-		q, args = retrySQL, append(args, o.retryIn.Seconds(), o.err)
+		q, args = retrySQL, append(args, o.retryIn.Seconds(), o.err, o.status, o.class())
 	}
-	res, err := db.ExecContext(ctx, q, args...)
-	if err != nil {
+	var n int
+	if err := db.GetContext(ctx, &n, q, args...); err != nil {
 		return false, fmt.Errorf("notify: record attempt on outbox row %d: %w", r.ID, err)
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return n == 1, nil
 }
 
 // expireSQL drops open rows whose request has expired, unless a worker holds
 // them (its result is recorded first, and the next pass drops them).
 const expireSQL = `
-UPDATE outbox SET dropped_at = now(), drop_reason = 'expired', bearer = NULL, lease_until = NULL
-WHERE id IN (
-	SELECT id FROM outbox
-	WHERE delivered_at IS NULL AND dropped_at IS NULL AND expires_at <= now()
-		AND (lease_until IS NULL OR lease_until <= now())
-	LIMIT 500
-	FOR UPDATE SKIP LOCKED
+WITH x AS (
+	UPDATE outbox SET dropped_at = now(), drop_reason = 'expired', bearer = NULL, lease_until = NULL
+	WHERE id IN (
+		SELECT id FROM outbox
+		WHERE delivered_at IS NULL AND dropped_at IS NULL AND expires_at <= now()
+			AND (lease_until IS NULL OR lease_until <= now())
+		LIMIT 500
+		FOR UPDATE SKIP LOCKED
+	)
+	RETURNING id, kind, request_id, subscription_id, attempts, last_error, drop_reason
+), ev AS (` + approvals.DroppedEventsSQL + `
+	FROM x d JOIN requests r ON r.id = d.request_id
 )
-RETURNING id, kind, request_id, attempts, last_error`
+SELECT id, kind, request_id, attempts, last_error FROM x`
 
 type expired struct {
 	ID        int64  `db:"id"`

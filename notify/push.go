@@ -12,6 +12,8 @@ import (
 	"time"
 
 	webpush "github.com/SherClockHolmes/webpush-go"
+
+	"github.com/countersign/countersign/approvals"
 )
 
 // Push-specific reasons a row is dropped.
@@ -96,7 +98,7 @@ func (w *Worker) push(ctx context.Context, r row) outcome {
 	case s == http.StatusNotFound || s == http.StatusGone:
 		// RFC 8030 §7.3: the subscription has expired or was unsubscribed.
 		o.drop, o.err = DropGone, fmt.Sprintf("HTTP %d: the subscription is gone", s)
-		if _, err := w.db.ExecContext(ctx, `DELETE FROM push_subscriptions WHERE id = $1`, *r.SubscriptionID); err == nil {
+		if _, err := w.db.ExecContext(ctx, removeGoneSQL, *r.SubscriptionID, s); err == nil {
 			w.logger.InfoContext(ctx, "push subscription removed: the push service no longer knows it", "device", *r.SubscriptionID, "status", s)
 		}
 	case s == http.StatusTooManyRequests || s >= 500:
@@ -109,6 +111,15 @@ func (w *Worker) push(ctx context.Context, r row) outcome {
 	}
 	return o
 }
+
+// removeGoneSQL removes subscription $1, which its push service no longer
+// knows (it answered $2), with its event.
+const removeGoneSQL = `
+WITH d AS (DELETE FROM push_subscriptions WHERE id = $1 RETURNING id, user_id)
+INSERT INTO audit_events (kind, actor, user_id, body)
+SELECT '` + approvals.KindPushRemoved + `', '` + approvals.ActorNotify + `', d.user_id,
+	jsonb_build_object('device', d.id, 'reason', 'gone', 'status', $2::int)
+FROM d`
 
 // pushTopic is the Topic of request id's messages (RFC 8030 §5.4: at most
 // 32 characters of the base64url alphabet): the id's hex digits.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -314,6 +315,18 @@ func TestPushGoneRetryAndRetryAfter(t *testing.T) {
 	}
 	if dropped != 1 || waiting != 1 {
 		t.Fatalf("push rows after 410 and 429: %+v", rows)
+	}
+	// The removal and both attempts are on the record, by the notifier.
+	var removed int
+	if err := f.db.Get(&removed, `SELECT count(*) FROM audit_events WHERE kind = $1 AND actor = $2 AND user_id = $3
+		AND body->>'device' = $4 AND body->>'reason' = 'gone' AND (body->>'status')::int = 410`,
+		approvals.KindPushRemoved, approvals.ActorNotify, f.user.ID, f.subs["/push/phone"].ID); err != nil || removed != 1 {
+		t.Errorf("%d push.removed events for the gone device (%v), want 1", removed, err)
+	}
+	got := kinds(f.notifications(t, id, "/push/phone", "/push/laptop"))
+	slices.Sort(got)
+	if want := []string{"failed 410", "failed 429", "queued", "queued"}; !slices.Equal(got, want) {
+		t.Errorf("notification events %v, want %v", got, want)
 	}
 
 	// 500 is retried, then delivered.

@@ -78,6 +78,10 @@ func TestPingDelivered(t *testing.T) {
 			if n := f.runOnce(w); n != 0 || len(rc.receipts()) != 1 {
 				t.Fatalf("a delivered row was claimed again (%d) or re-sent (%d receipts)", n, len(rc.receipts()))
 			}
+			ns := f.wantNotifications(t, id, []string{"queued", "sent 204"}, "8d67dc78-7faa-4d41-aabd-67707b374255")
+			if b := ns[1].Body; b["channel"] != "ping" || b["attempt"] != float64(1) || b["outbox_id"] != ns[0].Body["outbox_id"] {
+				t.Errorf("notification.sent body %s", ns[1].raw)
+			}
 		})
 	}
 }
@@ -99,6 +103,10 @@ func TestPingClientError(t *testing.T) {
 			r := f.row(id)
 			if !r.Dropped || r.DropReason != DropRejected || r.Attempts != 1 || r.Bearer != nil || r.LastError != fmt.Sprintf("HTTP %d", code) {
 				t.Fatalf("row: %+v", r)
+			}
+			ns := f.wantNotifications(t, id, []string{"queued", fmt.Sprintf("failed %d", code)}, "tok")
+			if b := ns[1].Body; b["final"] != true || b["reason"] != DropRejected || b["error"] != DropRejected {
+				t.Errorf("notification.failed body %s", ns[1].raw)
 			}
 		})
 	}
@@ -135,6 +143,10 @@ func TestPingRetry(t *testing.T) {
 		if r := f.row(id); !r.Delivered || r.Attempts != 3 || r.LastError != "HTTP 500" || r.Bearer != nil {
 			t.Fatalf("after 503, 500, 204: %+v", r)
 		}
+		ns := f.wantNotifications(t, id, []string{"queued", "failed 503", "failed 500", "sent 204"}, "tok")
+		if b := ns[1].Body; b["final"] != false || b["error"] != "http_status" || b["retry_in_seconds"] == nil || b["attempt"] != float64(1) {
+			t.Errorf("notification.failed body %s", ns[1].raw)
+		}
 	})
 	t.Run("timeout", func(t *testing.T) {
 		stop := make(chan struct{})
@@ -162,6 +174,7 @@ func TestPingRetry(t *testing.T) {
 		if r := f.row(id); !r.Delivered || r.Attempts != 2 {
 			t.Fatalf("after the retry: %+v", r)
 		}
+		f.wantNotifications(t, id, []string{"queued", "failed timeout", "sent 204"}, "tok")
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -175,6 +188,8 @@ func TestPingRetry(t *testing.T) {
 		if r := f.row(id); r.Delivered || r.Dropped || r.Attempts != 1 || !strings.Contains(r.LastError, "connection refused") {
 			t.Fatalf("after a refused connection: %+v", r)
 		}
+		// The event names the class, not the address that refused.
+		f.wantNotifications(t, id, []string{"queued", "failed connection"}, "tok", addr)
 	})
 }
 
@@ -299,6 +314,10 @@ func TestExpiredRowsDropped(t *testing.T) {
 	if r := f.row(never); !r.Dropped || r.DropReason != DropExpired || r.Attempts != 0 || r.Bearer != nil {
 		t.Errorf("never-sent row: %+v", r)
 	}
+	f.wantNotifications(t, failing, []string{"queued", "failed 503", "dropped expired"}, "tok1")
+	if ns := f.wantNotifications(t, never, []string{"queued", "dropped expired"}, "tok2"); len(ns) == 2 && ns[1].Body["attempts"] != float64(0) {
+		t.Errorf("notification.dropped body %s", ns[1].raw)
+	}
 }
 
 // TestLeaseExpiry: a row claimed by a worker that then died is left alone
@@ -333,6 +352,8 @@ func TestLeaseExpiry(t *testing.T) {
 	if r := f.row(id); !r.Delivered || r.Dropped || r.LastError != "" {
 		t.Fatalf("row after the late result: %+v", r)
 	}
+	// Only the result that counted is on the record.
+	f.wantNotifications(t, id, []string{"queued", "sent 204"}, "tok")
 }
 
 // TestWorkersDeliverOnce: two workers on their own pools (two replicas) share

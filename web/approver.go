@@ -156,6 +156,12 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
+	// Only this full page GET records a view (once per session), not the
+	// page re-rendered after a refused decision. A view not recorded does
+	// not keep the person from the page: it is logged instead.
+	if err := s.svc.Viewed(r.Context(), c.Request.ID, si.User, si.Session.ID); err != nil {
+		s.logger.ErrorContext(r.Context(), "consent page view not recorded", "request", c.Request.ID, "err", err)
+	}
 	s.render(w, r, http.StatusOK, pages.ConsentPage(s.page(r, "Approve?"), c, ""))
 }
 

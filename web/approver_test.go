@@ -148,6 +148,69 @@ func TestConsentSessionBound(t *testing.T) {
 	}
 }
 
+// TestConsentViewRecorded: showing the consent page (a full page GET)
+// records request.viewed by the person, once per session and request: a
+// reload, the live page reading it again, or the page re-rendered after a
+// refused decision add nothing; another session of theirs adds one; a
+// visitor who may not see the request adds none.
+func TestConsentViewRecorded(t *testing.T) {
+	e := newTestEnv(t)
+	_, reqID := e.authorize(e.agent, paymentEUR, nil)
+	views := func() []struct {
+		Actor   string `db:"actor"`
+		Session string `db:"session"`
+	} {
+		t.Helper()
+		var out []struct {
+			Actor   string `db:"actor"`
+			Session string `db:"session"`
+		}
+		if err := e.db.Select(&out, `SELECT actor, body->>'session' AS session FROM audit_events WHERE kind = $1 AND request_id = $2 ORDER BY id`,
+			approvals.KindRequestViewed, reqID); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	sessions := func() []string {
+		t.Helper()
+		var ids []string
+		if err := e.db.Select(&ids, `SELECT public_id FROM web_sessions WHERE user_id = $1 ORDER BY created_at, public_id`, e.user.ID); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	alice, csrf := e.pageSession(e.user)
+	first := sessions()
+	for range 3 {
+		if r := e.page("/approve/"+reqID, alice); r.Status != http.StatusOK {
+			t.Fatalf("consent page: %d", r.Status)
+		}
+	}
+	if v := views(); len(v) != 1 || v[0].Actor != "user:"+e.user.ID || len(first) != 1 || v[0].Session != first[0] {
+		t.Fatalf("views after three loads in one session: %+v (sessions %v)", v, first)
+	}
+	bob, _ := e.pageSession(e.newUser("bob@example.com", ""))
+	if r := e.page("/approve/"+reqID, bob); r.Status != http.StatusNotFound {
+		t.Fatalf("bob: %d", r.Status)
+	}
+	if r := e.submit("/approve/"+reqID, alice, url.Values{"verdict": {"deny"}, "csrf": {csrf}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("deny: %d", r.Status)
+	}
+	if r := e.submit("/approve/"+reqID, alice, url.Values{"verdict": {"approve"}, "csrf": {csrf}}); r.Status != http.StatusConflict {
+		t.Fatalf("second decision: %d", r.Status)
+	}
+	if v := views(); len(v) != 1 {
+		t.Fatalf("views after bob's visit and a re-rendered page: %+v", v)
+	}
+	phone, _ := e.pageSession(e.user)
+	if r := e.page("/approve/"+reqID, phone); r.Status != http.StatusOK {
+		t.Fatalf("second session: %d", r.Status)
+	}
+	if v := views(); len(v) != 2 || v[1].Session == v[0].Session || v[1].Actor != "user:"+e.user.ID {
+		t.Fatalf("views after a second session: %+v", v)
+	}
+}
+
 func TestDecideOnPage(t *testing.T) {
 	e := newTestEnv(t)
 	authReqID, reqID := e.authorize(e.agent, paymentEUR, nil)

@@ -46,6 +46,11 @@ Administration (each takes the database flags of migrate, and --json):
   countersign types apply -f FILE|DIR
   countersign policy apply -f FILE | dry-run -f FILE --details FILE [--client-id ID] [--user U] [--acr-values V]… | history
   countersign keys rotate [--now [--force]] | list
+  countersign requests show REQUEST_ID [--json]
+                         a request's timeline from the audit trail: who asked, what, which rule decided,
+                         who reviewed it with what evidence, notifications, the token's issue, redeem or revocation
+  countersign requests list [--state S] [--agent ID] [--user U] [--type T] [--since T] [--until T] [--limit N] [--json]
+                         requests newest first (times RFC 3339 or a duration ago: 24h, 7d; --json: JSON Lines)
   countersign evidence verify REQUEST_ID [--issuer URL]
                          re-verify a request's step-up evidence against its user's passkey; exit 1 if any fails
   countersign audit verify [--key K] | verify --file EXPORT --key K
@@ -85,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = policyCmd(ctx, rest, stdout, stderr, getenv)
 	case "keys":
 		err = keysCmd(ctx, rest, stdout, stderr, getenv)
+	case "requests":
+		err = requestsCmd(ctx, rest, stdout, stderr, getenv)
 	case "evidence":
 		err = evidenceCmd(ctx, rest, stdout, stderr, getenv)
 	case "audit":
