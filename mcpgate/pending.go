@@ -133,9 +133,21 @@ func (m *memory) forget(a *approval) {
 	}
 }
 
+// expiredGrace is how long an expired approval is remembered, so that the
+// retry of its call hears that it expired; a full memory forgets sooner.
+const expiredGrace = 10 * time.Minute
+
 func (m *memory) pruneLocked(now time.Time) {
+	m.pruneBefore(now.Add(-expiredGrace))
+	if len(m.byID) >= m.max {
+		m.pruneBefore(now)
+	}
+}
+
+// pruneBefore forgets the approvals that expired before t.
+func (m *memory) pruneBefore(t time.Time) {
 	for id, a := range m.byID {
-		if !now.Before(a.expiresAt()) {
+		if a.expiresAt().Before(t) {
 			delete(m.byID, id)
 			if m.byKey[a.key] == a {
 				delete(m.byKey, a.key)
