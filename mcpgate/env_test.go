@@ -17,6 +17,7 @@ import (
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/client"
 	"github.com/countersign/countersign/internal/testserver"
+	"github.com/countersign/countersign/protocol"
 )
 
 var testKey = []byte("mcpgate test key, 32 bytes long!")
@@ -51,6 +52,8 @@ type envOptions struct {
 	pendingWait time.Duration
 	expiry      time.Duration
 	stateless   bool
+	// redeem, when set, replaces the gate's Redeem (r.Redeem).
+	redeem func(r *client.Redeemer) func(context.Context, string, any) (*protocol.AccessTokenClaims, error)
 }
 
 // polls counts the gate's requests to the token endpoint.
@@ -79,7 +82,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.gate, err = New(Config{Client: c, Redeem: r.Redeem, StateKey: testKey, DefaultUser: testserver.UserEmail,
+	redeem := r.Redeem
+	if o.redeem != nil {
+		redeem = o.redeem(r)
+	}
+	e.gate, err = New(Config{Client: c, Redeem: redeem, StateKey: testKey, DefaultUser: testserver.UserEmail,
 		PendingWait: o.pendingWait, RequestedExpiry: o.expiry, Stateless: o.stateless})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -196,13 +197,16 @@ func (g *Gate) authorize(ctx context.Context, req *mcp.CallToolRequest, details 
 		return g.settle(ctx, c, a, tok, err)
 	}
 
+	unlock := g.mem.lock(c.key())
 	a := g.mem.find(c.key())
 	deadline := now.Add(g.cfg.PendingWait)
 	if a == nil {
-		if a, err = g.start(ctx, c, now); err != nil {
-			return ctx, nil, err
-		}
+		a, err = g.start(ctx, c, now)
 		deadline = now // one poll: allowed at once, or a person decides
+	}
+	unlock()
+	if err != nil {
+		return ctx, nil, err
 	}
 	if f == formElicit {
 		return g.elicit(ctx, c, a)
@@ -266,6 +270,9 @@ func (g *Gate) elicit(ctx context.Context, c *call, a *approval) (context.Contex
 	if tok, err := g.wait(ctx, a, g.now()); tok != nil || err != nil {
 		return g.settle(ctx, c, a, tok, err)
 	}
+	if err := checkApprovalURL(a.ApprovalURL); err != nil {
+		return ctx, nil, err
+	}
 	res, err := c.req.Session.Elicit(ctx, a.elicitParams(c, true))
 	if err != nil {
 		return ctx, nil, fmt.Errorf("mcpgate: asking the user to approve at %s failed: %w", a.ApprovalURL, err)
@@ -301,6 +308,9 @@ func (g *Gate) settle(ctx context.Context, c *call, a *approval, tok *client.Tok
 	if ctx.Err() != nil {
 		return ctx, nil, context.Cause(ctx)
 	}
+	if err := checkApprovalURL(a.ApprovalURL); err != nil {
+		return ctx, nil, err
+	}
 	switch c.form {
 	case formInputRequired:
 		return ctx, &mcp.CallToolResult{
@@ -334,6 +344,16 @@ func (a *approval) summaryOr(c *call) string {
 	return c.summary
 }
 
+// checkApprovalURL refuses to send the user anywhere but to an absolute
+// http(s) URL, which only Countersign's answer supplies.
+func checkApprovalURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("mcpgate: Countersign answered no usable approval_url (%q), so nobody can be asked and the call did not run", raw)
+	}
+	return nil
+}
+
 // withdraw cancels an approval the user declined to open.
 func (g *Gate) withdraw(ctx context.Context, a *approval) error {
 	g.mem.forget(a)
@@ -360,7 +380,7 @@ type PendingError struct {
 }
 
 func (e *PendingError) Error() string {
-	return fmt.Sprintf("Approval needed before %s runs: %s. Open %s to approve or deny; the page shows the binding message %q. Then call %s again with the same arguments.",
+	return fmt.Sprintf("mcpgate: approval needed before %s runs: %s. Open %s to approve or deny; the page shows the binding message %q. Then call %s again with the same arguments.",
 		e.Tool, e.Summary, e.ApprovalURL, e.BindingMessage, e.Tool)
 }
 

@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/countersign/countersign/client"
 	"github.com/countersign/countersign/internal/testserver"
+	"github.com/countersign/countersign/protocol"
 )
 
 // TestAllow: a call policy allows runs at once, at every revision and over
@@ -233,7 +237,7 @@ func TestDenyExpire(t *testing.T) {
 	t.Run("expire tool error", func(t *testing.T) {
 		e := newEnv(t, envOptions{expiry: 2 * time.Second})
 		cs := e.connect(inMemory, rev20251125, &mcp.ClientOptions{}, "")
-		e.wantToolError(ans(cs.CallTool(t.Context(), callParams(human))), "Approval needed")
+		e.wantToolError(ans(cs.CallTool(t.Context(), callParams(human))), "approval needed")
 		time.Sleep(2500 * time.Millisecond)
 		e.wantToolError(ans(cs.CallTool(t.Context(), callParams(human))), "expired")
 		e.wantRuns(0)
@@ -383,4 +387,69 @@ func TestNoURLElicitation(t *testing.T) {
 			e.wantRequests(1)
 		})
 	}
+}
+
+// TestRedeemFirst: the tool runs only after /redeem spent the token for
+// exactly the call's details; a redeem for other details (refused by the
+// server, the token unspent) leaves it unrun.
+func TestRedeemFirst(t *testing.T) {
+	var redeemed []string
+	e := newEnv(t, envOptions{redeem: func(r *client.Redeemer) func(context.Context, string, any) (*protocol.AccessTokenClaims, error) {
+		return func(ctx context.Context, token string, details any) (*protocol.AccessTokenClaims, error) {
+			redeemed = append(redeemed, string(mustJSON(details)))
+			if strings.Contains(string(mustJSON(details)), `"amount":"11.00"`) {
+				details = payArgs{Amount: "12.00", Creditor: "ACME"}.details()
+			}
+			return r.Redeem(ctx, token, details)
+		}
+	}})
+	cs := e.connect(inMemory, rev20251125, &mcp.ClientOptions{}, "")
+	e.wantToolError(ans(cs.CallTool(t.Context(), callParams(payArgs{Amount: "11.00", Creditor: "ACME"}))),
+		"approved, but redeeming its token failed", "transaction_mismatch")
+	e.wantRuns(0)
+	e.wantRan(cs.CallTool(t.Context(), callParams(payArgs{Amount: "10.00", Creditor: "ACME"})))
+	e.wantRuns(1)
+	if len(redeemed) != 2 || redeemed[1] != string(mustJSON(payArgs{Amount: "10.00", Creditor: "ACME"}.details())) {
+		t.Errorf("redeemed %q, want the calls' details", redeemed)
+	}
+}
+
+// TestConcurrentCalls: the same call arriving twice at once asks once, and
+// the approval's token runs the tool once however many retries wait for it.
+func TestConcurrentCalls(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cs := e.connect(inMemory, rev20251125, &mcp.ClientOptions{}, "")
+	both := func() [2]answer {
+		var out [2]answer
+		var wg sync.WaitGroup
+		for i := range out {
+			wg.Go(func() { out[i] = ans(cs.CallTool(t.Context(), callParams(human))) })
+		}
+		wg.Wait()
+		return out
+	}
+	first := both()
+	m0, m1 := e.wantToolError(first[0], "approval needed"), e.wantToolError(first[1], "approval needed")
+	if m0 != m1 {
+		t.Errorf("two calls at once were answered\n%s\n%s\nwant the same approval", m0, m1)
+	}
+	e.wantRequests(1)
+	u := regexp.MustCompile(regexp.QuoteMeta(e.cs.URL) + `/approve/[^ ;]+`).FindString(m0)
+	e.cs.Approve(t, testserver.RequestID(u))
+	ran, used := 0, 0
+	for _, a := range both() {
+		switch {
+		case a.err == nil && !a.res.IsError:
+			ran++
+		case a.err == nil && strings.Contains(text(a.res), "already used by another call"):
+			used++
+		default:
+			t.Errorf("retry answered %v %q", a.err, text(a.res))
+		}
+	}
+	if ran != 1 || used != 1 {
+		t.Errorf("of two retries %d ran and %d were told the approval was used, want 1 and 1", ran, used)
+	}
+	e.wantRuns(1)
+	e.wantRequests(1)
 }

@@ -54,14 +54,43 @@ func (a *approval) expiresAt() time.Time { return time.Unix(a.Expiry, 0) }
 // memory holds the approvals being waited for, by user and call and by
 // auth_req_id, bounded in number.
 type memory struct {
-	mu    sync.Mutex
-	max   int
-	byKey map[string]*approval
-	byID  map[string]*approval
+	mu       sync.Mutex
+	max      int
+	byKey    map[string]*approval
+	byID     map[string]*approval
+	starting map[string]*keyLock
+}
+
+// keyLock serializes the first calls of one user's one call, so that two
+// arriving at once ask Countersign once.
+type keyLock struct {
+	sync.Mutex
+	refs int
 }
 
 func newMemory(max int) *memory {
-	return &memory{max: max, byKey: map[string]*approval{}, byID: map[string]*approval{}}
+	return &memory{max: max, byKey: map[string]*approval{}, byID: map[string]*approval{}, starting: map[string]*keyLock{}}
+}
+
+// lock locks key until the returned function is called.
+func (m *memory) lock(key string) (unlock func()) {
+	m.mu.Lock()
+	l := m.starting[key]
+	if l == nil {
+		l = &keyLock{}
+		m.starting[key] = l
+	}
+	l.refs++
+	m.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		m.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(m.starting, key)
+		}
+		m.mu.Unlock()
+	}
 }
 
 // errFull is a gate with too many approvals pending to ask for another.
