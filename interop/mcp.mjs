@@ -9,6 +9,11 @@
 //   node mcp.mjs plain    declares no elicitation: the human-approved
 //                         transfer is a tool error with the approval URL;
 //                         the script calls again after a line on stdin
+//   node mcp.mjs stateless
+//                         declares URL-mode elicitation against a stateless
+//                         server: the human-approved transfer is error
+//                         -32042 listing the elicitation; the script calls
+//                         again after a line on stdin
 //
 // Environment: MCP_URL (the /mcp endpoint), SMALL and LARGE (amounts in EUR).
 import { createInterface } from 'node:readline';
@@ -20,7 +25,7 @@ const mode = process.argv[2];
 const emit = (event, fields) => process.stdout.write(JSON.stringify({ event, ...fields }) + '\n');
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
-const capabilities = mode === 'elicit' ? { elicitation: { url: {} } } : {};
+const capabilities = mode !== 'plain' ? { elicitation: { url: {} } } : {};
 const client = new Client({ name: 'countersign-interop', version: '1.0.0' }, { capabilities });
 if (mode === 'elicit') {
   client.setRequestHandler(ElicitRequestSchema, async (req) => {
@@ -46,7 +51,7 @@ const call = async (event, name, args) => {
     const res = await client.callTool({ name, arguments: args });
     emit(event, { isError: res.isError === true, text: text(res), structured: res.structuredContent ?? null });
   } catch (err) {
-    emit(event, { error: String(err?.message ?? err), code: err?.code ?? null });
+    emit(event, { error: String(err?.message ?? err), code: err?.code ?? null, data: err?.data ?? null });
   }
 };
 const transfer = (amount) => ({
@@ -56,7 +61,7 @@ const transfer = (amount) => ({
 await call('balance', 'get_balance', {});
 await call('small', 'transfer_funds', transfer(process.env.SMALL));
 await call('large', 'transfer_funds', transfer(process.env.LARGE));
-if (mode === 'plain') {
+if (mode === 'plain' || mode === 'stateless') {
   await lines.next(); // the test approved
   await call('retry', 'transfer_funds', transfer(process.env.LARGE));
 }

@@ -126,13 +126,18 @@ func TestStdio(t *testing.T) {
 // with the official TypeScript SDK (interop/mcp.mjs), which negotiates
 // 2025-11-25: with URL elicitation the approval arrives as
 // elicitation/create and ends with notifications/elicitation/complete;
-// without, as a tool error with the URL, and the call again runs the tool.
+// without, as a tool error with the URL, and the call again runs the tool;
+// from a stateless server, as error -32042, and the call again runs it.
 func TestTypeScriptClient(t *testing.T) {
 	interop.Require(t)
-	for _, mode := range []string{"elicit", "plain"} {
+	for _, mode := range []string{"elicit", "plain", "stateless"} {
 		t.Run(mode, func(t *testing.T) {
 			cs := testserver.New(t, testserver.Options{})
-			url := serveHTTP(t, creds(t, cs))
+			args := creds(t, cs)
+			if mode == "stateless" {
+				args = append(args, "--stateless")
+			}
+			url := serveHTTP(t, args)
 			n := startNode(t, mode, url)
 			ev := n.next("connected")
 			if ev["protocolVersion"] != "2025-11-25" {
@@ -162,6 +167,22 @@ func TestTypeScriptClient(t *testing.T) {
 				}
 				if ev := n.next("large"); ev["isError"] != false || !strings.Contains(ev["text"].(string), `"balance":"12210.00"`) {
 					t.Errorf("approved transfer %v", ev)
+				}
+			} else if mode == "stateless" {
+				ev := n.next("large")
+				var data struct {
+					Elicitations []struct{ Mode, URL, ElicitationID, Message string }
+				}
+				_ = json.Unmarshal(mustJSON(ev["data"]), &data)
+				if ev["code"] != float64(-32042) || len(data.Elicitations) != 1 || data.Elicitations[0].Mode != "url" ||
+					!strings.HasPrefix(data.Elicitations[0].URL, cs.URL+"/approve/") || data.Elicitations[0].ElicitationID == "" {
+					t.Fatalf("pending transfer %v, want error -32042 listing the URL elicitation", ev)
+				}
+				requestID = testserver.RequestID(data.Elicitations[0].URL)
+				cs.Approve(t, requestID)
+				n.send("approved")
+				if ev := n.next("retry"); ev["isError"] != false || !strings.Contains(ev["text"].(string), `"balance":"12210.00"`) {
+					t.Errorf("retried transfer %v", ev)
 				}
 			} else {
 				ev := n.next("large")
@@ -274,8 +295,12 @@ func (n *node) send(line string) {
 	}
 }
 
-func sameJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
+func sameJSON(a, b any) bool { return string(mustJSON(a)) == string(mustJSON(b)) }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
