@@ -453,3 +453,32 @@ func TestConcurrentCalls(t *testing.T) {
 	e.wantRuns(1)
 	e.wantRequests(1)
 }
+
+// TestElicitExpire: at 2025-11-25 an elicited approval nobody decides ends,
+// once the request expired, in the complete notification and a tool error
+// saying it expired.
+func TestElicitExpire(t *testing.T) {
+	e := newEnv(t, envOptions{expiry: 2 * time.Second})
+	completed := make(chan string, 1)
+	var elicited string
+	cs := e.connect(inMemory, rev20251125, urlCapable(&mcp.ClientOptions{
+		ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			elicited = r.Params.ElicitationID
+			return &mcp.ElicitResult{Action: "accept"}, nil
+		},
+		ElicitationCompleteHandler: func(_ context.Context, r *mcp.ElicitationCompleteNotificationRequest) {
+			completed <- r.Params.ElicitationID
+		},
+	}), "")
+	e.wantToolError(ans(cs.CallTool(t.Context(), callParams(human))), "expired")
+	select {
+	case id := <-completed:
+		if id == "" || id != elicited {
+			t.Errorf("completed %q, want the elicitation %q", id, elicited)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no notifications/elicitation/complete")
+	}
+	e.wantRuns(0)
+	e.wantRequests(1)
+}
