@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -17,75 +16,12 @@ import (
 	"time"
 
 	"github.com/countersign/countersign/approvals"
+	"github.com/countersign/countersign/internal/interop"
 	"github.com/countersign/countersign/notify"
 )
 
 // The interop test drives interop/ciba.mjs: panva's openid-client and jose,
 // run by the machine's node, as an agent this project did not write.
-
-// interopDir is the node project of the interop client, relative to web/.
-const interopDir = "../interop"
-
-var (
-	interopOnce sync.Once
-	interopErr  error
-)
-
-// interopDeps makes sure node is installed and interop/node_modules holds the
-// pinned packages, running `npm ci` at most once per process.
-func interopDeps(t *testing.T) {
-	t.Helper()
-	interopOnce.Do(func() { interopErr = installInteropDeps() })
-	if interopErr != nil {
-		t.Fatal(interopErr)
-	}
-}
-
-func installInteropDeps() error {
-	const install = "install Node.js 20.19 or later with npm (https://nodejs.org/ or your package manager): the interop test runs openid-client under node and is never skipped"
-	if _, err := exec.LookPath("node"); err != nil {
-		return errors.New("node not found on PATH; " + install)
-	}
-	if interopDepsCurrent() {
-		return nil
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		return errors.New("npm not found on PATH; " + install)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--prefix", interopDir, "--no-audit", "--no-fund")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return errors.New("npm ci --prefix " + interopDir + ": " + err.Error() + "\n" + string(out))
-	}
-	if !interopDepsCurrent() {
-		return errors.New("npm ci --prefix " + interopDir + " did not install the versions pinned in interop/package.json")
-	}
-	return nil
-}
-
-// interopDepsCurrent reports whether every dependency pinned in
-// interop/package.json is installed in exactly that version.
-func interopDepsCurrent() bool {
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(interopDir, "package.json"))
-	if err != nil || json.Unmarshal(b, &pkg) != nil || len(pkg.Dependencies) == 0 {
-		return false
-	}
-	for name, want := range pkg.Dependencies {
-		var got struct {
-			Version string `json:"version"`
-		}
-		b, err := os.ReadFile(filepath.Join(interopDir, "node_modules", name, "package.json"))
-		if err != nil || json.Unmarshal(b, &got) != nil || got.Version != want {
-			return false
-		}
-	}
-	return true
-}
 
 // interopStarted is the script's first line: the request exists.
 type interopStarted struct {
@@ -146,7 +82,7 @@ type interopRun struct {
 // file descriptor 3 (its ping endpoint).
 func startInterop(t *testing.T, e *testEnv, mode string, c client, listener *os.File) *interopRun {
 	t.Helper()
-	script, err := filepath.Abs(filepath.Join(interopDir, "ciba.mjs"))
+	script, err := filepath.Abs(interop.Script("ciba.mjs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +184,7 @@ func callSequence(calls []tokenCall) string {
 // that honours interval and slow_down, ID token validation (claims and
 // signature), and the access token verified by jose against jwks_uri.
 func TestInteropOpenIDClient(t *testing.T) {
-	interopDeps(t)
+	interop.Require(t)
 
 	t.Run("poll approve", func(t *testing.T) {
 		t.Parallel()

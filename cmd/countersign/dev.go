@@ -98,6 +98,8 @@ Then poll with the auth_req_id it returns (every "interval" seconds):
   curl -s -u '%[3]s:%[4]s' %[1]s/token -d grant_type=urn:openid:params:grant-type:ciba -d auth_req_id=AUTH_REQ_ID
 Or let the example agent (examples/agent, the Go SDK) ask and wait:
   go run ./examples/agent --issuer %[1]s --client-id %[3]s --client-secret '%[4]s' --user %[2]s
+Or serve MCP tools gated by Countersign (examples/mcp-server; add --transport http for streamable HTTP on :8090/mcp):
+  go run ./examples/mcp-server --issuer %[1]s --client-id %[3]s --client-secret '%[4]s' --rs-client-id %[5]s --rs-client-secret '%[6]s' --user %[2]s
 
 `, base, demoUserEmail, agentID, agentSecret, rsID, rsSecret, demoAudience, demoDetailsStr,
 		base+"/enroll/"+enroll.Token, signInLine)
