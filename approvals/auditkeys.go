@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -87,37 +88,60 @@ func (s *KeyStore) openAuditKey(r auditKeyRow) (*ecdsa.PrivateKey, *jose.JSONWeb
 
 const auditKeysSQL = `SELECT kid, public_jwk, private_sealed, created_at, retired_at FROM audit_keys ORDER BY created_at, kid`
 
-// AuditKeys returns every audit checkpoint key, current and retired, each
-// checked against its sealed private half.
+// ForgedKeysError names audit_keys rows whose private half does not open
+// under the KEK: written by someone without it. The keys that do open are
+// returned beside it.
+type ForgedKeysError struct {
+	KIDs []string
+	Errs []error
+}
+
+func (e *ForgedKeysError) Error() string {
+	return fmt.Sprintf("approvals: audit keys not made with this KEK (written into the database by someone without it?): %s", strings.Join(e.KIDs, ", "))
+}
+
+// AuditKeys returns every audit checkpoint key, current and retired,
+// oldest first, each checked against its sealed private half. Rows that
+// fail the check are left out and named by a *ForgedKeysError, returned
+// with the others.
 func (s *KeyStore) AuditKeys(ctx context.Context) ([]AuditKeyInfo, error) {
 	var rows []auditKeyRow
 	if err := s.db.SelectContext(ctx, &rows, auditKeysSQL); err != nil {
 		return nil, fmt.Errorf("approvals: audit keys: %w", err)
 	}
 	out := make([]AuditKeyInfo, 0, len(rows))
+	var forged *ForgedKeysError
 	for _, r := range rows {
 		_, pub, err := s.openAuditKey(r)
 		if err != nil {
-			return nil, err
+			if forged == nil {
+				forged = &ForgedKeysError{}
+			}
+			forged.KIDs, forged.Errs = append(forged.KIDs, r.KID), append(forged.Errs, err)
+			continue
 		}
 		out = append(out, AuditKeyInfo{KID: r.KID, Public: pub, CreatedAt: r.CreatedAt, RetiredAt: r.RetiredAt})
+	}
+	if forged != nil {
+		return out, forged
 	}
 	return out, nil
 }
 
-// AuditKeySet is AuditKeys as a JWK Set of public keys: what checkpoints
-// verify against, and what `countersign audit key` prints for offline
-// verification.
+// AuditKeySet is AuditKeys as a JWK Set of public keys, oldest first: what
+// checkpoints verify against, and what `countersign audit key` prints for
+// offline verification. With a *ForgedKeysError it holds the keys that
+// passed.
 func (s *KeyStore) AuditKeySet(ctx context.Context) (*jose.JSONWebKeySet, error) {
 	keys, err := s.AuditKeys(ctx)
-	if err != nil {
+	if keys == nil {
 		return nil, err
 	}
-	set := &jose.JSONWebKeySet{}
+	set := &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
 	for _, k := range keys {
 		set.Keys = append(set.Keys, *k.Public)
 	}
-	return set, nil
+	return set, err
 }
 
 // auditSigner returns the current checkpoint key, making the first one

@@ -21,7 +21,7 @@ type chainRow struct {
 	EventID   int64          `db:"event_id"`
 	Hash      []byte         `db:"hash"`
 	ID        sql.NullInt64  `db:"id"`
-	At        sql.NullTime   `db:"at"`
+	At        sql.NullString `db:"at_text"`
 	Kind      sql.NullString `db:"kind"`
 	Actor     sql.NullString `db:"actor"`
 	RequestID *string        `db:"request_id"`
@@ -35,12 +35,14 @@ func (r *chainRow) record() *audit.Record {
 	if !r.ID.Valid {
 		return nil
 	}
-	return &audit.Record{ID: r.ID.Int64, At: audit.FormatTime(r.At.Time), Kind: r.Kind.String, Actor: r.Actor.String,
+	rec := &audit.Record{ID: r.ID.Int64, At: r.At.String, Kind: r.Kind.String, Actor: r.Actor.String,
 		RequestID: r.RequestID, AgentID: r.AgentID, UserID: r.UserID, Subject: r.Subject, Body: json.RawMessage(r.Body)}
+	rec.SealForm()
+	return rec
 }
 
 const chainRangeSQL = `
-SELECT c.position, c.event_id, c.hash, e.id, e.at, e.kind, e.actor, e.request_id, e.agent_id, e.user_id, e.subject, e.body
+SELECT c.position, c.event_id, c.hash, e.id, ` + atTextSQL + ` AS at_text, e.kind, e.actor, e.request_id, e.agent_id, e.user_id, e.subject, e.body
 FROM audit_chain c LEFT JOIN audit_events e ON e.id = c.event_id
 WHERE c.position BETWEEN $1 AND $2
 ORDER BY c.position`
@@ -161,7 +163,8 @@ WHERE e.xid < $1::xid8 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event
 ORDER BY e.id LIMIT 1`
 
 const unsealedCountSQL = `
-SELECT count(*) FROM audit_events e
+SELECT count(*), coalesce(to_char(min(e.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '')
+FROM audit_events e
 WHERE e.xid >= $1::xid8 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)`
 
 // VerifyAudit walks the whole chain up to its last checkpoint and the
@@ -199,7 +202,7 @@ func (s *Store) VerifyAudit(ctx context.Context, keys *jose.JSONWebKeySet, progr
 	case !errors.Is(err, sql.ErrNoRows):
 		return rep, fmt.Errorf("approvals: audit events: %w", err)
 	}
-	if err := s.db.GetContext(ctx, &rep.Unsealed, unsealedCountSQL, horizon); err != nil {
+	if err := s.db.QueryRowContext(ctx, unsealedCountSQL, horizon).Scan(&rep.Unsealed, &rep.OldestUnsealedAt); err != nil {
 		return rep, fmt.Errorf("approvals: audit events: %w", err)
 	}
 	return rep, nil

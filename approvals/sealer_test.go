@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -67,6 +68,25 @@ func (f sealFixture) keySet(t *testing.T) *jose.JSONWebKeySet {
 	t.Helper()
 	set, err := f.svc.Keys().AuditKeySet(context.Background())
 	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func (f sealFixture) keyRow(t *testing.T, kid string) auditKeyRow {
+	t.Helper()
+	var r auditKeyRow
+	if err := f.db.Get(&r, `SELECT kid, public_jwk, private_sealed, created_at, retired_at FROM audit_keys WHERE kid = $1`, kid); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (f sealFixture) keySetIgnoringForged(t *testing.T) *jose.JSONWebKeySet {
+	t.Helper()
+	set, err := f.svc.Keys().AuditKeySet(context.Background())
+	var fe *ForgedKeysError
+	if err != nil && !errors.As(err, &fe) {
 		t.Fatal(err)
 	}
 	return set
@@ -561,8 +581,37 @@ func TestAuditKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.db.MustExec(`INSERT INTO audit_keys (kid, public_jwk, private_sealed, retired_at) VALUES ($1, $2, $3, now())`, forged.KID, string(forged.Public), forged.Sealed)
-	if _, err := f.svc.Keys().AuditKeys(ctx); err == nil || !strings.Contains(err.Error(), "does not open under the KEK") {
-		t.Fatalf("AuditKeys with a forged key row: %v", err)
+	set, err := f.svc.Keys().AuditKeySet(ctx)
+	var fe *ForgedKeysError
+	if !errors.As(err, &fe) || len(fe.KIDs) != 1 || fe.KIDs[0] != forged.KID || len(set.Keys) != 2 || len(set.Key(forged.KID)) != 0 {
+		t.Fatalf("AuditKeySet with a forged key row: %v (%d keys)", err, len(set.Keys))
+	}
+	// A retired key cannot sign after its successor: a checkpoint signed
+	// with the first key after ones signed with the second is refused.
+	if _, err := f.store.VerifyAudit(ctx, set, nil); err != nil {
+		t.Fatal(err)
+	}
+	oldKey, _, err := f.svc.Keys().openAuditKey(f.keyRow(t, before.Keys[0].KeyID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.events(t, 1)
+	f.sealAll(t)
+	var last int64
+	var head []byte
+	var sealedAt time.Time
+	if err := f.db.QueryRow(`SELECT position, head, sealed_at FROM audit_checkpoints ORDER BY position DESC LIMIT 1`).Scan(&last, &head, &sealedAt); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := audit.HashFrom(head)
+	cp, err := audit.Sign(audit.Claims{Position: last, Head: h, SealedAt: audit.FormatTime(sealedAt)}, oldKey, before.Keys[0].KeyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tamper(t, fmt.Sprintf(`UPDATE audit_checkpoints SET kid = '%s', jws = '%s' WHERE position = %d`, cp.KID, cp.JWS, last))
+	_, err = f.store.VerifyAudit(ctx, f.keySetIgnoringForged(t), nil)
+	if b, ok := audit.IsBreak(err); !ok || b.Kind != audit.BreakCheckpoint || b.Position != last || !strings.Contains(b.Detail, "replaced") {
+		t.Fatalf("a retired key's checkpoint after its successor's: %v", err)
 	}
 }
 
@@ -614,4 +663,71 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// No row stops the chain: an infinite time, a body nested past what JSON
+// encoders take, a number RFC 8785 cannot write. Each is sealed, and the
+// database and an export verify.
+func TestSealerTakesAnyRow(t *testing.T) {
+	f := newSealFixture(t)
+	deep := strings.Repeat(`{"a":`, 10050) + `1` + strings.Repeat(`}`, 10050)
+	f.db.MustExec(`INSERT INTO audit_events (kind, actor, at) VALUES ('test.forever', 'system:test', 'infinity')`)
+	f.db.MustExec(`INSERT INTO audit_events (kind, actor, body) VALUES ('test.deep', 'system:test', $1::jsonb)`, deep)
+	f.db.MustExec(`INSERT INTO audit_events (kind, actor, body) VALUES ('test.huge', 'system:test', '{"f": 1e400, "g": [1, 2]}')`)
+	f.events(t, 1)
+	f.sealAll(t)
+	if n := f.count(t, `SELECT count(*) FROM audit_events e WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)`); n != 0 {
+		t.Fatalf("%d events left unsealed", n)
+	}
+	if _, err := f.verify(t); err != nil {
+		t.Fatalf("VerifyAudit: %v", err)
+	}
+	if _, err := audit.VerifyExport(bytes.NewReader(f.export(t)), f.keySet(t), nil); err != nil {
+		t.Fatalf("VerifyExport: %v", err)
+	}
+}
+
+// A backlog larger than a batch moves the horizon batch by batch, so no
+// batch reads everything since the first; every event is sealed once.
+func TestSealerBacklog(t *testing.T) {
+	f := newSealFixture(t)
+	f.sealAll(t)
+	f.sealer.batch = 4
+	for range 5 {
+		f.db.MustExec(`INSERT INTO audit_events (kind, actor) SELECT 'test.bulk', 'system:test' FROM generate_series(1, 3)`)
+	}
+	f.sealAll(t)
+	var horizons []string
+	if err := f.db.Select(&horizons, `SELECT horizon::text FROM audit_checkpoints ORDER BY position`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < len(horizons); i++ {
+		if !xidLess(horizons[i-1], horizons[i]) && horizons[i-1] != horizons[i] {
+			t.Fatalf("horizons went back: %v", horizons)
+		}
+	}
+	if len(horizons) < 5 || horizons[1] == horizons[len(horizons)-2] {
+		t.Fatalf("horizons %v: want them to move while the backlog drains", horizons)
+	}
+	if rep, err := f.verify(t); err != nil || rep.Unsealed != 0 {
+		t.Fatalf("VerifyAudit: %+v %v", rep, err)
+	}
+}
+
+// After the database moves to a cluster whose transaction ids are lower
+// than the last horizon (a dump restored elsewhere), new events are still
+// sealed.
+func TestSealerAfterRestore(t *testing.T) {
+	f := newSealFixture(t)
+	f.events(t, 2)
+	f.sealAll(t)
+	// The restored checkpoint's horizon is far above this cluster's ids.
+	f.tamper(t, `UPDATE audit_checkpoints SET horizon = '900000000000' WHERE position = (SELECT max(position) FROM audit_checkpoints)`)
+	f.events(t, 2)
+	if n := f.sealAll(t); n != 2 {
+		t.Fatalf("sealed %d events after the move, want the 2 new ones", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM audit_events e WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)`); n != 0 {
+		t.Fatalf("%d events left unsealed", n)
+	}
 }

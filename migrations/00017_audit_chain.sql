@@ -11,8 +11,10 @@
 -- visible, or never will be. Each checkpoint records that horizon; the next
 -- batch looks only at rows at or above it. xid is not part of the sealed
 -- content.
+-- (pg_current_xact_id is STABLE: the column is added without rewriting the
+-- table, and existing rows read this migration's transaction id. Its index
+-- is built by migration 19 without blocking writes.)
 ALTER TABLE audit_events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
-CREATE INDEX audit_events_xid ON audit_events (xid);
 
 -- One row per sealed event: its place in the chain and the chain's hash
 -- after it. position counts from 1 without gaps.
@@ -68,5 +70,4 @@ FOR EACH STATEMENT EXECUTE FUNCTION audit_events_immutable();
 DROP TABLE audit_keys;
 DROP TABLE audit_checkpoints;
 DROP TABLE audit_chain;
-DROP INDEX audit_events_xid;
 ALTER TABLE audit_events DROP COLUMN xid;

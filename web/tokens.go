@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/http"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/protocol"
 )
@@ -127,11 +125,13 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
 // offline (countersign audit verify --file F --key K).
 func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request) error {
 	set, err := s.svc.Keys().AuditKeySet(r.Context())
-	if err != nil {
+	var forged *approvals.ForgedKeysError
+	switch {
+	case errors.As(err, &forged):
+		// Publish the keys made with the KEK, never the others.
+		s.logger.WarnContext(r.Context(), "audit keys: rows not made with this KEK are not published", "kids", forged.KIDs)
+	case err != nil:
 		return err
-	}
-	if set.Keys == nil {
-		set.Keys = []jose.JSONWebKey{}
 	}
 	b, err := json.Marshal(set)
 	if err != nil {

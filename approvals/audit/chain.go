@@ -82,33 +82,43 @@ type Record struct {
 // FormatTime writes t as a Record's At.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
-// Canonical is the record's RFC 8785 form, the bytes the chain hashes.
+// Canonical is the record's RFC 8785 form, the bytes the chain hashes. It
+// fails only for a record whose body has none (see SealForm).
 func (r *Record) Canonical() ([]byte, error) {
 	if c, ok := r.appendCanonical(make([]byte, 0, 256+len(r.Body))); ok {
 		return c, nil
 	}
 	// The general path, for what the direct one does not take (invalid
-	// UTF-8, a body number jcs spells differently, deep nesting).
+	// UTF-8, a body number jcs spells differently).
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("audit: event %d: %w", r.ID, err)
 	}
 	c, err := jcs.Transform(b)
-	if err == nil {
-		return c, nil
+	if err != nil {
+		return nil, fmt.Errorf("audit: event %d: %w", r.ID, err)
 	}
-	// A body that RFC 8785 cannot write (a number beyond IEEE 754, such as
-	// 1e400, which jsonb keeps) is sealed as its text, a JSON string, so
-	// that no row can stop the chain.
-	text := *r
-	quoted, _ := json.Marshal(string(r.Body))
-	text.Body = quoted
-	if b, err = json.Marshal(&text); err == nil {
-		if c, err = jcs.Transform(b); err == nil {
-			return c, nil
-		}
+	return c, nil
+}
+
+// SealForm makes r the record the chain seals and returns its canonical
+// form. That is r itself, unless its body has no RFC 8785 form (a number
+// beyond IEEE 754 such as 1e400, which jsonb keeps, or nesting deeper than
+// JSON encoders go): then the body becomes its stored text, as a JSON
+// string, so that no row can stop the chain, and the export carries the
+// same string.
+func (r *Record) SealForm() []byte {
+	if c, err := r.Canonical(); err == nil {
+		return c
 	}
-	return nil, fmt.Errorf("audit: event %d: %w", r.ID, err)
+	quoted, _ := json.Marshal(string(r.Body)) // a string always encodes
+	r.Body = quoted
+	c, err := r.Canonical()
+	if err != nil {
+		// Unreachable: every member is now a string, a number or null.
+		panic("audit: " + err.Error())
+	}
+	return c
 }
 
 // appendCanonical writes the record's RFC 8785 form directly: its members

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -99,13 +100,16 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// maxLine is the longest export line VerifyExport reads.
+const maxLine = 256 << 20
+
 // VerifyExport reads an export from r and verifies it against keys,
 // offline. progress, when not nil, is called with the bytes read so far
 // every few thousand lines.
 func VerifyExport(r io.Reader, keys *jose.JSONWebKeySet, progress func(int64)) (Report, error) {
 	v := NewVerifier(keys)
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	var (
 		n, read  int64
 		ended    bool
@@ -171,6 +175,9 @@ func VerifyExport(r io.Reader, keys *jose.JSONWebKeySet, progress func(int64)) (
 		lastLine = l
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return v.Report(), &Break{Kind: BreakFormat, Position: lastLine.Position, Detail: fmt.Sprintf("line %d is longer than %d MiB", n+1, maxLine>>20)}
+		}
 		return v.Report(), fmt.Errorf("audit: read export: %w", err)
 	}
 	if !ended {

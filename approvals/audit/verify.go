@@ -26,6 +26,10 @@ const (
 	BreakCheckpoint = "checkpoint"
 	// BreakFormat: an export file that is not one.
 	BreakFormat = "format"
+	// BreakUnsealed: events have waited longer than they should to be
+	// sealed: no sealer runs, or it fails (reported by countersign audit
+	// verify, not by the Verifier).
+	BreakUnsealed = "unsealed"
 )
 
 // Break is the first place where the trail is not as it was sealed.
@@ -44,11 +48,17 @@ func (b *Break) Error() string {
 		where = fmt.Sprintf("position %d (event %d)", b.Position, b.EventID)
 	case b.Position != 0:
 		where = fmt.Sprintf("position %d", b.Position)
-	default:
+	case b.EventID != 0:
 		where = fmt.Sprintf("event %d", b.EventID)
+	default:
+		return fmt.Sprintf("audit: %s: %s", b.Kind, b.Detail)
 	}
 	return fmt.Sprintf("audit: %s: %s: %s", where, b.Kind, b.Detail)
 }
+
+// changedDetail says what a hash mismatch proves: this position's event,
+// or the one before it if its stored hash was rewritten to match it.
+const changedDetail = "the event is not what was sealed at this position (or the one before it was changed and its stored hash rewritten to match)"
 
 // Report is what a walk of the trail found.
 type Report struct {
@@ -58,6 +68,9 @@ type Report struct {
 	Last        int64 `json:"last"`
 	Events      int64 `json:"events"`
 	Checkpoints int64 `json:"checkpoints"`
+	// FirstAt and LastAt are the times of the first and last events walked.
+	FirstAt string `json:"first_at,omitempty"`
+	LastAt  string `json:"last_at,omitempty"`
 	// LastCheckpoint is the position of the last checkpoint seen, and
 	// LastCheckpointAt its time; Unsigned counts the positions after it:
 	// hashed but not yet covered by a signature.
@@ -66,6 +79,8 @@ type Report struct {
 	Unsigned         int64  `json:"unsigned"`
 	// Unsealed counts the events not yet in the chain (the database only).
 	Unsealed int64 `json:"unsealed"`
+	// OldestUnsealedAt is the time of the oldest of them.
+	OldestUnsealedAt string `json:"oldest_unsealed_at,omitempty"`
 }
 
 // Verifier walks a chain in position order: Start once (or not, from the
@@ -74,11 +89,16 @@ type Report struct {
 // found, after which the walk is over. Judging a hash mismatch looks one
 // event ahead, so a Break may come from the call after the broken one.
 type Verifier struct {
-	keys    *jose.JSONWebKeySet
-	started bool
-	prev    Hash
-	last    int64 // position of the last event taken
-	report  Report
+	keys *jose.JSONWebKeySet
+	// rank orders the keys as the set lists them, oldest first: once a
+	// checkpoint is signed by a key, no later one may be signed by an
+	// older key (a retired key signs nothing after its successor began).
+	rank     map[string]int
+	lastRank int
+	started  bool
+	prev     Hash
+	last     int64 // position of the last event taken
+	report   Report
 	// lastGood is the last checkpoint that matched.
 	lastGood int64
 	// pending is a hash mismatch waiting for the next event to say what
@@ -94,8 +114,15 @@ type mismatch struct {
 	stored   Hash // the hash sealed at its position
 }
 
-// NewVerifier checks checkpoints against keys.
-func NewVerifier(keys *jose.JSONWebKeySet) *Verifier { return &Verifier{keys: keys} }
+// NewVerifier checks checkpoints against keys, listed oldest first (as
+// countersign audit key prints them).
+func NewVerifier(keys *jose.JSONWebKeySet) *Verifier {
+	v := &Verifier{keys: keys, rank: map[string]int{}}
+	for i, k := range keys.Keys {
+		v.rank[k.KeyID] = i
+	}
+	return v
+}
 
 // Start says the walk begins after position, whose chain hash is head (an
 // export that does not start at the beginning).
@@ -139,8 +166,7 @@ func (v *Verifier) Event(position, eventID int64, stored Hash, rec *Record) erro
 	if m := v.pending; m != nil {
 		// The previous position did not match. Read what this one says
 		// about it.
-		b := &Break{Kind: BreakChanged, Position: m.position, EventID: m.eventID,
-			Detail: "the event is not what was sealed at this position"}
+		b := &Break{Kind: BreakChanged, Position: m.position, EventID: m.eventID, Detail: changedDetail}
 		if canon != nil && position == m.position+1 {
 			switch Link(m.prev, canon) {
 			case stored:
@@ -165,6 +191,9 @@ func (v *Verifier) Event(position, eventID int64, stored Hash, rec *Record) erro
 		return v.fail(&Break{Kind: BreakChanged, Position: position, EventID: eventID,
 			Detail: fmt.Sprintf("the event's id reads %d", rec.ID)})
 	}
+	if v.report.FirstAt == "" {
+		v.report.FirstAt = rec.At
+	}
 	h := Link(v.prev, canon)
 	if h != stored {
 		v.pending = &mismatch{position: position, eventID: eventID, prev: v.prev, stored: stored}
@@ -172,6 +201,7 @@ func (v *Verifier) Event(position, eventID int64, stored Hash, rec *Record) erro
 		return nil
 	}
 	v.prev, v.last = h, position
+	v.report.LastAt = rec.At
 	v.report.Events++
 	v.report.Last = position
 	return nil
@@ -197,6 +227,12 @@ func (v *Verifier) Checkpoint(c Checkpoint) error {
 	if err := c.Verify(v.keys); err != nil {
 		return v.fail(&Break{Kind: BreakCheckpoint, Position: c.Position, Detail: err.Error()})
 	}
+	if r := v.rank[c.KID]; r < v.lastRank {
+		return v.fail(&Break{Kind: BreakCheckpoint, Position: c.Position,
+			Detail: fmt.Sprintf("signed by key %s, which a newer key had already replaced at an earlier checkpoint", c.KID)})
+	} else {
+		v.lastRank = r
+	}
 	if c.Head != v.prev {
 		return v.fail(&Break{Kind: BreakCheckpoint, Position: c.Position,
 			Detail: fmt.Sprintf("the signed head is not the chain's: the events after position %d were rewritten with their hashes", v.lastGood)})
@@ -213,8 +249,7 @@ func (v *Verifier) Finish() error {
 		return v.broken
 	}
 	if m := v.pending; m != nil {
-		return v.fail(&Break{Kind: BreakChanged, Position: m.position, EventID: m.eventID,
-			Detail: "the event is not what was sealed at this position"})
+		return v.fail(&Break{Kind: BreakChanged, Position: m.position, EventID: m.eventID, Detail: changedDetail})
 	}
 	v.report.Unsigned = v.report.Last - v.report.LastCheckpoint
 	if v.report.LastCheckpoint == 0 {

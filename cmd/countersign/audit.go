@@ -37,13 +37,20 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			fs.StringVar(&out, "output", "", "write the JWK Set to this file instead of stdout")
 		}, func(ctx context.Context, a *app) error {
 			set, err := a.svc.Keys().AuditKeySet(ctx)
-			if err != nil {
+			var forged *approvals.ForgedKeysError
+			if err != nil && !errors.As(err, &forged) {
 				return err
 			}
 			if len(set.Keys) == 0 {
 				return errors.New("audit key: no checkpoint key yet: a running server makes one when it first seals")
 			}
-			return writeOutput(out, stdout, func(w io.Writer) error { return printJSON(w, set) })
+			if err := writeOutput(out, stdout, func(w io.Writer) error { return printJSON(w, set) }); err != nil {
+				return err
+			}
+			if forged != nil {
+				return fmt.Errorf("audit key: left out %s: %w", strings.Join(forged.KIDs, ", "), forged)
+			}
+			return nil
 		})
 	case "rotate-key":
 		var asJSON bool
@@ -71,7 +78,9 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	var file, keyFile string
 	var asJSON bool
+	var maxUnsealed time.Duration
 	extra := func(fs *flag.FlagSet) {
+		fs.DurationVar(&maxUnsealed, "max-unsealed-age", 5*time.Minute, "with the database: fail when an event older than this is not sealed yet (no sealer running, or it fails)")
 		fs.StringVar(&file, "file", "", "verify this export (countersign audit export) offline instead of the database; needs --key")
 		fs.StringVar(&keyFile, "key", "", "the checkpoint public key(s): a JWK or JWK Set file (countersign audit key); with the database: instead of the keys it holds")
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
@@ -123,7 +132,14 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 				return errUsage{err}
 			}
 		} else if keys, err = a.svc.Keys().AuditKeySet(ctx); err != nil {
-			return err
+			var forged *approvals.ForgedKeysError
+			if !errors.As(err, &forged) {
+				return err
+			}
+			// A key row written without the KEK is tampering in itself.
+			return auditOutcome(stdout, audit.Report{}, &audit.Break{Kind: audit.BreakCheckpoint,
+				Detail: fmt.Sprintf("audit key %s is in the database but was not made with the KEK: it was written there by someone without it", strings.Join(forged.KIDs, ", "))},
+				asJSON, "the database's audit trail")
 		}
 		var progress approvals.Progress
 		endBar := func() {}
@@ -132,6 +148,13 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		rep, err := a.svc.Store().VerifyAudit(ctx, keys, progress)
 		endBar()
+		if err == nil && rep.Unsealed > 0 {
+			if oldest, perr := audit.ParseTime(rep.OldestUnsealedAt); perr == nil && time.Since(oldest) > maxUnsealed {
+				err = &audit.Break{Kind: audit.BreakUnsealed, Detail: fmt.Sprintf(
+					"%d events are not sealed, the oldest from %s (over --max-unsealed-age %s): is a sealer running (countersign serve with --audit-seal-interval above 0)? Its errors are in the server's log",
+					rep.Unsealed, rep.OldestUnsealedAt, maxUnsealed)}
+			}
+		}
 		return auditOutcome(stdout, rep, err, asJSON, "the database's audit trail")
 	})
 }
@@ -152,6 +175,9 @@ func auditOutcome(stdout io.Writer, rep audit.Report, err error, asJSON bool, wh
 		}
 	} else if !broken {
 		fmt.Fprintf(stdout, "OK: %s verifies: %d events (positions %d–%d), %d signed checkpoints.\n", what, rep.Events, rep.First, rep.Last, rep.Checkpoints)
+		if rep.Events > 0 {
+			fmt.Fprintf(stdout, "Events from %s to %s (by their times; positions are the order of sealing).\n", rep.FirstAt, rep.LastAt)
+		}
 		if rep.LastCheckpoint > 0 {
 			fmt.Fprintf(stdout, "Last checkpoint: position %d, sealed %s.\n", rep.LastCheckpoint, rep.LastCheckpointAt)
 		}
@@ -249,6 +275,10 @@ func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) err
 		f.Close()
 		return err
 	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Close(); err != nil {
 		return err
 	}
@@ -297,6 +327,9 @@ func hasFlag(args []string, name string) bool {
 	for _, a := range args {
 		if a == "--" {
 			return false
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue // a value, such as the file after --key
 		}
 		a = strings.TrimLeft(a, "-")
 		if a == name || strings.HasPrefix(a, name+"=") {

@@ -240,3 +240,22 @@ func post(ctx context.Context, u, clientID, secret string, form url.Values, out 
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
+
+// TestAuditVerifyUnsealed: with no sealer running, events wait unsealed;
+// audit verify says so, and fails once they are older than
+// --max-unsealed-age.
+func TestAuditVerifyUnsealed(t *testing.T) {
+	t.Parallel()
+	sd := newServeDB(t, "allow.yaml", []byte(allowAllPolicy), approvals.NewAgent{Name: "Agent", Domain: "agent.example.com"})
+	out := cli(t, sd.conf.URL(), "audit", "verify")
+	if !strings.Contains(out, "Not yet sealed: ") {
+		t.Fatalf("audit verify of an unsealed trail:\n%s", out)
+	}
+	time.Sleep(20 * time.Millisecond)
+	cmd := exec.Command(binary, "audit", "verify", "--max-unsealed-age", "10ms")
+	cmd.Env = env("DATABASE_URL="+sd.conf.URL(), testKEK)
+	b, err := cmd.CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(b), "BROKEN: the database's audit trail: unsealed:") {
+		t.Fatalf("audit verify --max-unsealed-age 10ms: exit %d\n%s", code, b)
+	}
+}
