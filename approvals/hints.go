@@ -207,7 +207,7 @@ func (s *Service) resolveUser(ctx context.Context, agent Agent, p AuthRequest) (
 		if p.UserCode == "" {
 			return User{}, refuse(CodeMissingUserCode, "this user requires a user_code")
 		}
-		if err := s.checkUserCode(ctx, u, p.UserCode); err != nil {
+		if err := s.checkUserCode(ctx, u, agent.ID, p.UserCode); err != nil {
 			return User{}, err
 		}
 	}

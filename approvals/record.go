@@ -9,6 +9,8 @@ const (
 	KindEvidenceRecorded = "evidence.recorded"
 	// A key no longer current: it still verifies, it signs no more.
 	KindKeyDemoted = "key.demoted"
+	// Wrong user codes locked a user's code for a while.
+	KindUserCodeLocked = "user.user_code_locked"
 	// Outbound notifications (pings and pushes, through the outbox): a row
 	// queued, an attempt delivered or failed, a row dropped unsent
 	// (superseded or expired) without an attempt.

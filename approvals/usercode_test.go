@@ -3,6 +3,7 @@ package approvals
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -87,5 +88,39 @@ func TestUserCodeBurst(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUserCodeLockedEvent: the wrong code that locks the user's code writes
+// user.user_code_locked, by the agent that sent it; the four before it and
+// a right code write none.
+func TestUserCodeLockedEvent(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	u, err := f.store.CreateUser(ctx, NewUser{Email: "bob@example.com", UserCode: "2468"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(code string) {
+		_, _ = f.svc.Authorize(ctx, f.agent, AuthRequest{Scope: "openid", LoginHint: "bob@example.com",
+			UserCode: code, AuthorizationDetails: payment("5.00", "EUR")})
+	}
+	locked := func() (n int, body string) {
+		if err := f.db.QueryRow(`SELECT count(*), coalesce(max(body::text), '') FROM audit_events WHERE kind = 'user.user_code_locked'
+			AND user_id = $1 AND agent_id = $2 AND actor = $3`, u.ID, f.agent.ID, ActorAgent(f.agent.ID)).Scan(&n, &body); err != nil {
+			t.Fatal(err)
+		}
+		return n, body
+	}
+	try("2468")
+	for range userCodeMaxFailures - 1 {
+		try("0000")
+	}
+	if n, _ := locked(); n != 0 {
+		t.Fatalf("%d lock events before the code is locked", n)
+	}
+	try("0000")
+	if n, body := locked(); n != 1 || !strings.Contains(body, `"failures": 5`) {
+		t.Fatalf("after the fifth wrong code: %d lock events, body %s", n, body)
 	}
 }

@@ -177,17 +177,30 @@ RETURNING user_code_failures`
 
 // reserveUserCodeAttempt counts one user code attempt as wrong, unless the
 // code is locked (the database's clock); it reports whether the attempt may
-// be checked. userCodeMatched takes the count back.
-func (s *Store) reserveUserCodeAttempt(ctx context.Context, userID string) (bool, error) {
+// be checked, and how many wrong attempts are counted with it.
+// userCodeMatched takes the count back.
+func (s *Store) reserveUserCodeAttempt(ctx context.Context, userID string) (bool, int, error) {
 	var failures int
 	err := s.db.GetContext(ctx, &failures, reserveUserCodeSQL, userID, userCodeMaxFailures, userCodeLockout.Seconds())
 	if errors.Is(translate(err), ErrNotFound) {
-		return false, nil
+		return false, 0, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("approvals: user code attempt: %w", err)
+		return false, 0, fmt.Errorf("approvals: user code attempt: %w", err)
 	}
-	return true, nil
+	return true, failures, nil
+}
+
+// userCodeLocked records that a wrong user code locked the user's code. The
+// reservation set the lock before the code was checked (so that a burst
+// gets no more checks than the limit); it stands only once the attempt is
+// known to be wrong, and this event says so then.
+func (s *Store) userCodeLocked(ctx context.Context, userID, agentID string, failures int) error {
+	return s.change(ctx, func(t *Tx) error {
+		t.record(Event{Kind: KindUserCodeLocked, Actor: ActorAgent(agentID), UserID: ptr(userID), AgentID: ptr(agentID),
+			Body: mustJSON(map[string]any{"failures": failures, "locked_for_seconds": int(userCodeLockout.Seconds())})})
+		return nil
+	})
 }
 
 // userCodeMatched clears the count of wrong user codes (and so the lock the
@@ -205,8 +218,8 @@ func (s *Store) userCodeMatched(ctx context.Context, userID string) error {
 // matches, so five wrong codes lock the code even when they arrive at once;
 // the memory-hard hash runs at most argonSlots at a time, so guessing cannot
 // exhaust memory.
-func (s *Service) checkUserCode(ctx context.Context, u User, code string) error {
-	reserved, err := s.store.reserveUserCodeAttempt(ctx, u.ID)
+func (s *Service) checkUserCode(ctx context.Context, u User, agentID, code string) error {
+	reserved, failures, err := s.store.reserveUserCodeAttempt(ctx, u.ID)
 	if err != nil {
 		return err
 	}
@@ -224,6 +237,11 @@ func (s *Service) checkUserCode(ctx context.Context, u User, code string) error 
 		return err
 	}
 	if !ok {
+		if failures >= userCodeMaxFailures {
+			if err := s.store.userCodeLocked(ctx, u.ID, agentID, failures); err != nil {
+				return err
+			}
+		}
 		return refuse(CodeInvalidUserCode, "the user_code is not valid")
 	}
 	return s.store.userCodeMatched(ctx, u.ID)
