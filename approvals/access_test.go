@@ -253,3 +253,36 @@ func sentences(s []rar.Summary) string {
 	}
 	return strings.Join(out, " | ")
 }
+
+// TestSessionEndsLeaveEvents: the sweeper's purge of sessions past their
+// limit or idle writes session.ended for each, with why.
+func TestSessionEndsLeaveEvents(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		_, sess, err := f.store.CreateSession(ctx, f.user.ID, []string{"hwk"}, "test", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sess.ID)
+	}
+	f.db.MustExec(`UPDATE web_sessions SET expires_at = now() - interval '1 second' WHERE public_id = $1`, ids[0])
+	f.db.MustExec(`UPDATE web_sessions SET last_seen_at = now() - interval '30 days' WHERE public_id = $1`, ids[1])
+	if _, err := f.store.PurgeExpiredAccess(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := f.db.Select(&got, `SELECT (body->>'session') || ' ' || (body->>'reason') FROM audit_events
+		WHERE kind = 'session.ended' AND actor = 'system:sweeper' AND user_id = $1 ORDER BY id`, f.user.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[0] + " expired", ids[1] + " idle"}
+	if len(got) != 2 || !(got[0] == want[0] && got[1] == want[1] || got[0] == want[1] && got[1] == want[0]) {
+		t.Fatalf("session.ended events %v, want %v", got, want)
+	}
+	var left int
+	if err := f.db.Get(&left, `SELECT count(*) FROM web_sessions WHERE public_id = $1`, ids[2]); err != nil || left != 1 {
+		t.Fatalf("the live session: %d, %v", left, err)
+	}
+}

@@ -147,15 +147,25 @@ func consumeLink(ctx context.Context, t *Tx, purpose LinkPurpose, token string) 
 func (s *Store) PurgeExpiredAccess(ctx context.Context) (int64, error) {
 	var n int64
 	for _, q := range []string{
-		`DELETE FROM user_links WHERE expires_at < now()`,
-		`DELETE FROM web_sessions WHERE expires_at < now() OR last_seen_at < now() - make_interval(secs => ` + fmt.Sprint(int(SessionIdle.Seconds())) + `)`,
-		`DELETE FROM webauthn_challenges WHERE expires_at < now()`,
+		`WITH d AS (DELETE FROM user_links WHERE expires_at < now() RETURNING 1) SELECT count(*) FROM d`,
+		// An ended session leaves its session.ended event, by the sweeper,
+		// with why: its absolute limit, or idleness.
+		`WITH d AS (
+			DELETE FROM web_sessions WHERE expires_at < now() OR last_seen_at < now() - make_interval(secs => ` + fmt.Sprint(int(SessionIdle.Seconds())) + `)
+			RETURNING public_id, user_id, expires_at < now() AS expired
+		), ev AS (
+			INSERT INTO audit_events (kind, actor, user_id, body)
+			SELECT '` + KindSessionEnded + `', '` + ActorSweeper + `', user_id,
+				jsonb_build_object('session', public_id, 'reason', CASE WHEN expired THEN 'expired' ELSE 'idle' END)
+			FROM d
+		)
+		SELECT count(*) FROM d`,
+		`WITH d AS (DELETE FROM webauthn_challenges WHERE expires_at < now() RETURNING 1) SELECT count(*) FROM d`,
 	} {
-		res, err := s.db.ExecContext(ctx, q)
-		if err != nil {
+		var m int64
+		if err := s.db.GetContext(ctx, &m, q); err != nil {
 			return n, fmt.Errorf("approvals: purge: %w", err)
 		}
-		m, _ := res.RowsAffected()
 		n += m
 	}
 	return n, nil
