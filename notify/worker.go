@@ -22,7 +22,7 @@ const (
 	DefaultTimeout      = 10 * time.Second
 	DefaultBackoffBase  = time.Second
 	DefaultBackoffCap   = time.Minute
-	DefaultConcurrency  = 8
+	DefaultConcurrency  = 32
 	DefaultPerTarget    = 2
 )
 

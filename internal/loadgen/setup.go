@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/countersign/countersign/approvals"
@@ -216,13 +217,18 @@ func setupAgents(ctx context.Context, svc *approvals.Service, cfg SetupConfig, r
 		Labels: map[string]string{"load_run": run}, DeliveryMode: approvals.DeliveryPoll}
 	if ping {
 		var err error
-		if f.Pings, err = ListenPings("127.0.0.1:0", "/ping"); err != nil {
+		// One endpoint per agent, as agents have: the server's outbox
+		// bounds the sends in flight to one endpoint (notify.DefaultPerTarget).
+		if f.Pings, err = ListenPings("127.0.0.1:0", "/ping/"); err != nil {
 			return err
 		}
-		n.DeliveryMode, n.NotifyURL = approvals.DeliveryPing, f.Pings.URL()
+		n.DeliveryMode = approvals.DeliveryPing
 	}
 	for i := range cfg.Agents {
 		n.Name = fmt.Sprintf("countersign load %s agent %d", run, i+1)
+		if ping {
+			n.NotifyURL = f.Pings.URL() + strconv.Itoa(i+1)
+		}
 		a, secret, err := store.CreateAgent(ctx, n)
 		if err != nil {
 			return fmt.Errorf("loadgen: create agent: %w", err)
