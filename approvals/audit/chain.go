@@ -79,7 +79,8 @@ type Record struct {
 	Body      json.RawMessage `json:"body"`
 }
 
-// FormatTime writes t as a Record's At.
+// FormatTime writes t in TimeFormat: a checkpoint's SealedAt. A Record's At
+// is written by the database in the same form (approvals' atTextSQL).
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
 // Canonical is the record's RFC 8785 form, the bytes the chain hashes. It
