@@ -15,13 +15,8 @@ import (
 	"github.com/countersign/countersign/rar/canonical"
 )
 
-// Polling rules.
+// Waiting rules (the poll interval and slow_down step are protocol's).
 const (
-	// defaultInterval is CIBA §7.3's when the server names none.
-	defaultInterval = 5 * time.Second
-	// slowDownStep is what slow_down adds to the interval (CIBA §11 by way
-	// of RFC 8628 §3.5), for this and every later poll of the request.
-	slowDownStep = 5 * time.Second
 	// pingBackstop is how long a ping-mode wait goes without a poll: a
 	// lost or misrouted ping (or a request joined by an identical one,
 	// whose pings go to the first caller's token) then costs this much.
@@ -172,7 +167,7 @@ func (c *Client) Start(ctx context.Context, details any, opts RequestOptions) (*
 	}
 	interval := time.Duration(ar.Interval) * time.Second
 	if interval <= 0 {
-		interval = defaultInterval
+		interval = protocol.DefaultPollInterval
 	}
 	return &Pending{AuthReqID: ar.AuthReqID, ApprovalURL: ar.ApprovalURL, BindingMessage: opts.BindingMessage,
 		ExpiresAt: sent.Add(time.Duration(ar.ExpiresIn) * time.Second), Interval: interval, waiter: w}, nil
@@ -232,7 +227,7 @@ func (c *Client) pollStep(ctx context.Context, p *Pending) (tok *Token, transien
 // slowDown applies CIBA §11 / RFC 8628 §3.5: the interval grows by 5 s
 // for this and every later poll; a Retry-After beyond that is honoured.
 func (c *Client) slowDown(p *Pending, err error) {
-	p.Interval += slowDownStep
+	p.Interval += protocol.SlowDownStep
 	p.Interval = max(p.Interval, retryAfterOf(err))
 }
 

@@ -7,17 +7,13 @@ import (
 	"time"
 
 	"github.com/countersign/countersign/client"
+	"github.com/countersign/countersign/protocol"
 )
 
-// Polling rules (CIBA §7.3, §11; RFC 8628 §3.5).
-const (
-	defaultInterval = 5 * time.Second
-	slowDownStep    = 5 * time.Second
-	// pollTimeout bounds one poll. A poll runs to its end even when the
-	// call's context ends first: cutting it short could lose a token the
-	// server has already handed out.
-	pollTimeout = 30 * time.Second
-)
+// pollTimeout bounds one poll. A poll runs to its end even when the call's
+// context ends first: cutting it short could lose a token the server has
+// already handed out.
+const pollTimeout = 30 * time.Second
 
 // errNotPending is a wait that found the approval decided: its token went
 // to another call.
@@ -44,7 +40,7 @@ type approval struct {
 func newApproval(s state, key string) *approval {
 	interval := time.Duration(s.Interval) * time.Second
 	if interval <= 0 {
-		interval = defaultInterval
+		interval = protocol.DefaultPollInterval
 	}
 	return &approval{state: s, key: key, sem: make(chan struct{}, 1), interval: interval}
 }
@@ -238,7 +234,7 @@ func (g *Gate) wait(ctx context.Context, a *approval, deadline time.Time) (*clie
 			return tok, nil
 		case errors.Is(err, client.ErrPending):
 		case errors.Is(err, client.ErrSlowDown):
-			a.interval += slowDownStep
+			a.interval += protocol.SlowDownStep
 			if errors.As(err, &ce) {
 				a.interval = max(a.interval, ce.RetryAfter)
 			}

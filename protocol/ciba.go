@@ -1,6 +1,9 @@
 package protocol
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // GrantTypeCIBA is the CIBA grant type (CIBA §10.1).
 const GrantTypeCIBA = "urn:openid:params:grant-type:ciba"
@@ -28,6 +31,15 @@ const (
 	ACRPolicy   = "urn:countersign:acr:policy"   // auto-allowed by a rule, amr ["policy"]
 	ACRApproval = "urn:countersign:acr:approval" // a signed-in human approved
 	ACRStepUp   = "urn:countersign:acr:step-up"  // a human approved with a fresh user-verified passkey
+)
+
+// Poll-mode rules a client follows: DefaultPollInterval is the wait between
+// polls when the server names no interval (CIBA §7.3), and SlowDownStep what
+// a slow_down answer adds to it for that poll and every later one (CIBA §11
+// by way of RFC 8628 §3.5).
+const (
+	DefaultPollInterval = 5 * time.Second
+	SlowDownStep        = 5 * time.Second
 )
 
 // MetadataPath is where the authorization server metadata is served below

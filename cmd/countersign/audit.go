@@ -200,8 +200,8 @@ func auditOutcome(stdout io.Writer, rep audit.Report, err error, asJSON bool, wh
 func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	var since, until, format, out string
 	return adminCmd(ctx, "audit export", args, stdout, stderr, getenv, func(fs *flag.FlagSet) {
-		fs.StringVar(&since, "since", "", "the first events to export: RFC 3339 time or a duration before now such as 24h (required)")
-		fs.StringVar(&until, "until", "", "export the events before this: RFC 3339 time or a duration before now (default: up to the last checkpoint)")
+		fs.StringVar(&since, "since", "", "the first events to export: RFC 3339 time or a duration before now such as 24h or 7d (required)")
+		fs.StringVar(&until, "until", "", "export the events before this: RFC 3339 time or a duration before now such as 1h (default: up to the last checkpoint)")
 		fs.StringVar(&format, "format", "jsonl", "output format: jsonl (JSON Lines)")
 		fs.StringVar(&out, "output", "", "write to this file instead of stdout")
 	}, func(ctx context.Context, a *app) error {
@@ -212,13 +212,13 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return errUsage{errors.New("audit export: --since is required (an RFC 3339 time, or e.g. 720h for the last 30 days)")}
 		}
 		now := time.Now()
-		from, err := parseWhen(since, now)
+		from, err := parseTimeFlag(since, now)
 		if err != nil {
 			return errUsage{fmt.Errorf("audit export: --since: %w", err)}
 		}
 		var to time.Time
 		if until != "" {
-			if to, err = parseWhen(until, now); err != nil {
+			if to, err = parseTimeFlag(until, now); err != nil {
 				return errUsage{fmt.Errorf("audit export: --until: %w", err)}
 			}
 			if !to.After(from) {
@@ -245,18 +245,6 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return nil
 	})
-}
-
-// parseWhen reads an RFC 3339 time or a duration before now.
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 24h", s)
-	}
-	return now.Add(-d), nil
 }
 
 // writeOutput runs write on stdout, or on the file path when it is set:

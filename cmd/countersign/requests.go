@@ -122,10 +122,10 @@ func requestsList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	}, func(ctx context.Context, a *app) error {
 		now := time.Now()
 		var err error
-		if f.Since, err = parseListTime(since, now); err != nil {
+		if f.Since, err = parseTimeFlag(since, now); err != nil {
 			return errUsage{fmt.Errorf("requests list: --since: %w", err)}
 		}
-		if f.Until, err = parseListTime(until, now); err != nil {
+		if f.Until, err = parseTimeFlag(until, now); err != nil {
 			return errUsage{fmt.Errorf("requests list: --until: %w", err)}
 		}
 		if f.Limit <= 0 {
@@ -159,9 +159,9 @@ func requestsList(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	})
 }
 
-// parseListTime reads a point in time: RFC 3339, or a duration before now
+// parseTimeFlag reads a point in time: RFC 3339, or a duration before now
 // (Go's syntax, as 90m or 24h, and days as 7d). "" is the zero time.
-func parseListTime(s string, now time.Time) (time.Time, error) {
+func parseTimeFlag(s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}

@@ -16,24 +16,7 @@ import (
 )
 
 // build compiles the example once per test binary.
-var build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "countersign-example-agent")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "agent")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", &buildError{err, out}
-	}
-	return bin, nil
-})
-
-type buildError struct {
-	err error
-	out []byte
-}
-
-func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n" + string(e.out) }
+var build = sync.OnceValues(func() (string, error) { return testserver.Build("agent") })
 
 // TestAgent builds the example agent and runs it against a test server to
 // the end: it prints the binding message and the approval URL, the test

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -29,24 +28,7 @@ func creds(t *testing.T, cs *testserver.Server) []string {
 }
 
 // build compiles the example once per test binary.
-var build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "countersign-example-mcp-server")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "mcp-server")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", &buildError{err, out}
-	}
-	return bin, nil
-})
-
-type buildError struct {
-	err error
-	out []byte
-}
-
-func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n" + string(e.out) }
+var build = sync.OnceValues(func() (string, error) { return testserver.Build("mcp-server") })
 
 func text(res *mcp.CallToolResult) string {
 	var b strings.Builder

@@ -9,8 +9,12 @@ package testserver
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -203,4 +207,20 @@ func (s *Server) AwaitRequest(t testing.TB, requestID, what string, cond func(ap
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Build compiles the main package in the current directory (a test's own)
+// into a temporary directory as name and returns its path; the error
+// carries the compiler's output. Wrap it in sync.OnceValues to build once
+// per test binary.
+func Build(name string) (string, error) {
+	dir, err := os.MkdirTemp("", "countersign-"+name)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
 }
