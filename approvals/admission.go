@@ -248,7 +248,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		// Prepared on the pool before the change takes its connection.
 		_, _ = s.store.insertRequestStmt.prepare(ctx, s.store.db)
 		_, _ = s.store.insertDecidedStmt.prepare(ctx, s.store.db)
-		err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error {
+		err = s.store.admit(ctx, velocityKeys(agent.ID, a.user.ID), func(t *Tx) error {
 			if err := evaluate(t); err != nil {
 				return err
 			}
@@ -256,9 +256,14 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		})
 	} else if err = evaluate(s.store.db); err == nil {
 		if req.State == StatePending && s.fatigue.guardsPending() {
-			// Waiting for people: one at a time per agent and user, so the
-			// limits and the joining of identical requests are exact.
-			err = s.store.admit(ctx, agent.ID, a.user.ID, func(t *Tx) error { return store(t) })
+			// Waiting for people: under a pending limit one at a time per
+			// agent and user, so the limits are exact; with joining alone,
+			// one at a time per identical request.
+			keys := identicalKey(agent.ID, a.user.ID, req.DetailsHash)
+			if s.fatigue.limitsPending() {
+				keys = velocityKeys(agent.ID, a.user.ID)
+			}
+			err = s.store.admit(ctx, keys, func(t *Tx) error { return store(t) })
 		} else {
 			// Decided at once: the insert is the whole change, one
 			// statement on the pool.
@@ -280,6 +285,9 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		return Created{Request: *joined, AuthReqID: s.authReqIDs.issue(jid), ExpiresIn: left, Interval: joined.PollInterval}, nil
 	}
 	s.metrics.decided(stored)
+	if s.onOutbox != nil && (stored.State == StatePending || stored.ClientNotificationToken != nil) {
+		s.onOutbox()
+	}
 	s.logger.InfoContext(ctx, "request received", "request", stored, "outcome", stored.Outcome,
 		"policy_version", version, "rule", stored.PolicyRule)
 	if stored.State == StateDenied {

@@ -6,30 +6,49 @@ import (
 	"sync"
 )
 
-// admitLocksSQL serialises admissions of one agent and of one user across
-// replicas, always agent first so that two admissions cannot deadlock.
-const admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))`
+// admitLockSQL and admitLocksSQL take one or two admission locks, held to
+// commit; where two are taken, always agent first, so that two admissions
+// cannot deadlock.
+const (
+	admitLockSQL  = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+	admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))`
+)
 
-// admit runs fn as one change (see Tx) for an admission whose rules read
-// the velocity of earlier requests: requests of the same agent or user are
-// then admitted one at a time, so parallel requests cannot all slip under a
-// velocity limit. In this process they wait for each other before they take
-// a connection (so a burst from one agent never fills the pool with
-// waiters), and across replicas on advisory locks held to commit.
-func (s *Store) admit(ctx context.Context, agentID, userID string, fn func(*Tx) error) error {
-	agentKey, userKey := "velocity agent:"+agentID, "velocity user:"+userID
-	unlockAgent, err := s.locks.lock(ctx, agentKey)
-	if err != nil {
-		return fmt.Errorf("approvals: admit: %w", err)
+// velocityKeys are the locks of an admission that must see every earlier
+// request of its agent and of its user: one whose rules read their velocity,
+// or one that waits for people under a pending limit.
+func velocityKeys(agentID, userID string) []string {
+	return []string{"velocity agent:" + agentID, "velocity user:" + userID}
+}
+
+// identicalKey is the lock of an admission that must see only the pending
+// requests identical to it (same agent, user and details hash), to join
+// one: different requests of one agent or user do not wait for each other.
+func identicalKey(agentID, userID, detailsHash string) []string {
+	return []string{"identical " + agentID + " " + userID + " " + detailsHash}
+}
+
+// admit runs fn as one change (see Tx) under the admission locks keys (one
+// or two, from velocityKeys or identicalKey): the admissions that share a
+// key run one at a time, so parallel requests cannot all slip under a
+// velocity or pending limit, or both miss an identical request to join. In
+// this process they wait for each other before they take a connection (so
+// a burst from one agent never fills the pool with waiters), and across
+// replicas on advisory locks held to commit.
+func (s *Store) admit(ctx context.Context, keys []string, fn func(*Tx) error) error {
+	for _, key := range keys {
+		unlock, err := s.locks.lock(ctx, key)
+		if err != nil {
+			return fmt.Errorf("approvals: admit: %w", err)
+		}
+		defer unlock()
 	}
-	defer unlockAgent()
-	unlockUser, err := s.locks.lock(ctx, userKey)
-	if err != nil {
-		return fmt.Errorf("approvals: admit: %w", err)
+	q, args := admitLockSQL, []any{keys[0]}
+	if len(keys) == 2 {
+		q, args = admitLocksSQL, []any{keys[0], keys[1]}
 	}
-	defer unlockUser()
 	return s.change(ctx, func(t *Tx) error {
-		if _, err := t.ExecContext(ctx, admitLocksSQL, agentKey, userKey); err != nil {
+		if _, err := t.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("approvals: admit: %w", err)
 		}
 		return fn(t)

@@ -151,5 +151,11 @@ func (s *Service) suspendIfDenied(ctx context.Context, t *Tx, agentID string) (b
 // guardsPending says whether a request that waits for people passes a
 // guard before it is stored.
 func (f Fatigue) guardsPending() bool {
-	return f.JoinIdentical || f.MaxPendingPerAgent > 0 || f.MaxPendingPerUser > 0
+	return f.JoinIdentical || f.limitsPending()
+}
+
+// limitsPending reports whether the number of pending requests of an agent
+// or for a user is bounded.
+func (f Fatigue) limitsPending() bool {
+	return f.MaxPendingPerAgent > 0 || f.MaxPendingPerUser > 0
 }

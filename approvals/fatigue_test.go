@@ -156,3 +156,77 @@ func TestSuspendAfterDenials(t *testing.T) {
 		t.Error("the suspended agent could still ask")
 	}
 }
+
+// holdLock takes advisory lock key in a transaction of its own, as another
+// replica's admission would, until release.
+func holdLock(t *testing.T, f raceFixture, key string) (release func()) {
+	t.Helper()
+	tx, err := f.db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		t.Fatal(err)
+	}
+	return func() { _ = tx.Rollback() }
+}
+
+// With joining alone (no pending limit), a pending admission waits only for
+// the admissions identical to it: not for the other requests of its agent
+// or user, which it need not see.
+func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
+	f := newRaceFixture(t)
+	svc := fatigueService(f, Fatigue{JoinIdentical: true})
+
+	created := make([]Created, 10)
+	errs := together(10, func(i int) error {
+		var err error
+		created[i], err = askFor(svc, f.agent, "alice@example.com", "500.00")
+		return err
+	})
+	for i, err := range errs {
+		if err != nil || created[i].Request.ID != created[0].Request.ID {
+			t.Fatalf("call %d: %v, request %s; call 0's %s: identical calls must join one request", i, err,
+				created[i].Request.ID, created[0].Request.ID)
+		}
+	}
+
+	// The agent's and the user's admission locks are held elsewhere: a
+	// different request goes through all the same.
+	release := holdLock(t, f, velocityKeys(f.agent.ID, f.user.ID)[0])
+	releaseUser := holdLock(t, f, velocityKeys(f.agent.ID, f.user.ID)[1])
+	done := make(chan error, 1)
+	go func() { _, err := askFor(svc, f.agent, "alice@example.com", "600.00"); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pending admission waited for its agent's and user's locks: with joining alone only identical requests wait for each other")
+	}
+	release()
+	releaseUser()
+
+	// An identical call does wait for the identical one in flight, and
+	// then joins it.
+	key := identicalKey(f.agent.ID, f.user.ID, created[0].Request.DetailsHash)[0]
+	release = holdLock(t, f, key)
+	joined := make(chan Created, 1)
+	go func() {
+		c, err := askFor(svc, f.agent, "alice@example.com", "500.00")
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- c
+	}()
+	select {
+	case <-joined:
+		t.Fatal("an identical call did not wait for the identical admission in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	if c := <-joined; c.Request.ID != created[0].Request.ID {
+		t.Fatalf("the identical call made request %s, want to join %s", c.Request.ID, created[0].Request.ID)
+	}
+}

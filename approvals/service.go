@@ -74,6 +74,9 @@ type Service struct {
 	tz         *time.Location
 	clientKeys *clientKeySource
 	hints      *hintIssuers
+	// onOutbox is called after this process stored a request whose
+	// admission queued outbox rows (OnOutbox).
+	onOutbox func()
 }
 
 // NewService wires the domain.
@@ -117,6 +120,13 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	}
 	return s
 }
+
+// OnOutbox sets fn to be called after an admission in this process queued
+// outbox rows (a ping of a request decided at once, the pushes of a pending
+// one), so that this process's outbox worker sends them at once: an
+// auto-allowed admission is not announced to the listeners. Set it before
+// the service is used.
+func (s *Service) OnOutbox(fn func()) { s.onOutbox = fn }
 
 // Store returns the service's store.
 func (s *Service) Store() *Store { return s.store }

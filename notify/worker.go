@@ -8,11 +8,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/countersign/countersign/approvals"
 )
 
 // Defaults of a Worker.
@@ -193,9 +196,21 @@ func (w *Worker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case f := <-done:
-			total--
-			if inflight[f.target]--; inflight[f.target] == 0 {
-				delete(inflight, f.target)
+			// Take every send that has ended since, so that the next claim
+			// fills all the free slots in one statement: one claim per
+			// ended send would bound the worker at one row per claim's
+			// round trip.
+			for {
+				total--
+				if inflight[f.target]--; inflight[f.target] == 0 {
+					delete(inflight, f.target)
+				}
+				select {
+				case f = <-done:
+					continue
+				default:
+				}
+				break
 			}
 		case <-w.wake:
 		case <-timer.C:
@@ -208,6 +223,16 @@ func (w *Worker) Wake() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
+	}
+}
+
+// Notice wakes the worker for the events that may have queued outbox rows
+// (a request created, decided or otherwise changed, on any replica), and
+// after the listener may have missed some: subscribe it to the process's
+// approvals.Listener. It does not block.
+func (w *Worker) Notice(n approvals.Notice) {
+	if n.Resync || strings.HasPrefix(n.Kind, "request.") {
+		w.Wake()
 	}
 }
 

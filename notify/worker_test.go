@@ -13,6 +13,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/countersign/countersign/approvals"
 	"github.com/countersign/countersign/internal/pgtest"
 )
 
@@ -547,5 +548,48 @@ func TestSlowTargetDoesNotHoldOthers(t *testing.T) {
 	}
 	if slowMax > 2 {
 		t.Errorf("%d sends to the slow target at once, want at most PerTarget (2)", slowMax)
+	}
+}
+
+// TestNoticeWakes: a worker that would look for due rows only once an hour
+// sends a row as soon as it hears of a request event (the decision that
+// queued it, on any replica), and not for events that queue nothing.
+func TestNoticeWakes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	rc := newReceiver(t, true, nil)
+	a := f.agent(rc.srv.URL + "/cb")
+	first := f.decided(a, "tok")
+	w := f.worker(Policy{Allow: loopback}, rc.roots(), func(c *Config) { c.PollInterval = time.Hour })
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	// The first pass sends the first row; then the worker waits.
+	select {
+	case <-rc.notify:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first pass sent nothing")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !f.row(first).Delivered; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first row was not recorded as delivered")
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the pass after that send found nothing
+
+	f.decided(a, "tok")
+	w.Notice(approvals.Notice{Kind: approvals.KindAgentCreated, AgentID: a.ID})
+	select {
+	case <-rc.notify:
+		t.Fatal("an agent event woke the worker")
+	case <-time.After(300 * time.Millisecond):
+	}
+	w.Notice(approvals.Notice{Kind: approvals.KindRequestApproved})
+	select {
+	case <-rc.notify:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the row queued by a decision waited for the next pass: the decision's notice did not wake the worker")
 	}
 }

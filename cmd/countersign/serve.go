@@ -65,6 +65,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return err
 	}
+	// Rows are sent as soon as they are queued: by this process's
+	// admissions, or by any replica's decisions, which the listener hears of.
+	a.svc.OnOutbox(worker.Wake)
+	a.listener.Subscribe(worker.Notice)
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	workerDone := make(chan struct{})
 	go func() { defer close(workerDone); worker.Run(workerCtx) }()
