@@ -245,9 +245,6 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		return err
 	}
 	if serial {
-		// Prepared on the pool before the change takes its connection.
-		_, _ = s.store.insertRequestStmt.prepare(ctx, s.store.db)
-		_, _ = s.store.insertDecidedStmt.prepare(ctx, s.store.db)
 		err = s.store.admit(ctx, velocityKeys(agent.ID, a.user.ID), func(t *Tx) error {
 			if err := evaluate(t); err != nil {
 				return err

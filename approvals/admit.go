@@ -43,12 +43,14 @@ func (s *Store) admit(ctx context.Context, keys []string, fn func(*Tx) error) er
 		}
 		defer unlock()
 	}
-	q, args := admitLockSQL, []any{keys[0]}
+	lock, args := &s.admitLockStmt, []any{keys[0]}
 	if len(keys) == 2 {
-		q, args = admitLocksSQL, []any{keys[0], keys[1]}
+		lock, args = &s.admitLocksStmt, []any{keys[0], keys[1]}
 	}
+	// Prepared on the pool before the change takes its connection.
+	s.warm(ctx, lock, &s.pendingIdenticalStmt, &s.pendingCountsStmt, &s.insertRequestStmt, &s.insertDecidedStmt)
 	return s.change(ctx, func(t *Tx) error {
-		if _, err := t.ExecContext(ctx, q, args...); err != nil {
+		if _, err := lock.execTx(ctx, t, args...); err != nil {
 			return fmt.Errorf("approvals: admit: %w", err)
 		}
 		return fn(t)

@@ -112,14 +112,16 @@ RETURNING before_token, ` + requestColumns
 func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in ReviewInput) (Request, error) {
 	var out Request
 	suspended := false // the denial suspended the agent (fatigue guard)
-	err := s.store.change(ctx, func(t *Tx) error {
+	st := s.store
+	st.warm(ctx, &st.reviewStateStmt, &st.reviewsStmt, &st.insertReviewStmt, &st.resolveStmt)
+	err := st.change(ctx, func(t *Tx) error {
 		var cur struct {
 			Now            time.Time      `db:"now"`
 			ReviewerGroups pq.StringArray `db:"reviewer_groups"`
 			ReviewerStatus string         `db:"reviewer_status"`
 			Request
 		}
-		err := t.GetContext(ctx, &cur, reviewStateSQL, requestID, by.UserID)
+		err := st.reviewStateStmt.getTx(ctx, t, &cur, requestID, by.UserID)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && cur.ReviewerStatus != "active" {
 			return fmt.Errorf("approvals: review %s: %w", requestID, ErrNotFound)
 		}
@@ -135,7 +137,7 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 				DetailsHash *string `db:"details_hash"`
 			} `db:"e"`
 		}
-		if err := t.SelectContext(ctx, &rows, reviewsSQL, requestID); err != nil {
+		if err := st.reviewsStmt.selectTx(ctx, t, &rows, requestID); err != nil {
 			return fmt.Errorf("approvals: review %s: %w", requestID, err)
 		}
 		reviews := make([]Review, len(rows))
@@ -181,7 +183,7 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			}
 			evidenceID = &id
 		}
-		if _, err := t.ExecContext(ctx, insertReviewSQL, requestID, rev.Reviewer, rev.Verdict, rev.Reason, rev.AMR,
+		if _, err := st.insertReviewStmt.execTx(ctx, t, requestID, rev.Reviewer, rev.Verdict, rev.Reason, rev.AMR,
 			evidenceID, rev.Groups); err != nil {
 			if errors.Is(translate(err), ErrConflict) {
 				// The same reviewer's other review won the race.
@@ -193,8 +195,8 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			BeforeToken *string `db:"before_token"`
 			Request
 		}
-		err = t.QueryRowxContext(ctx, resolveSQL, requestID, cur.Version, res.State, res.By, res.Reason,
-			res.ACR, pq.StringArray(nonNil(res.AMR))).StructScan(&row)
+		err = st.resolveStmt.getTx(ctx, t, &row, requestID, cur.Version, res.State, res.By, res.Reason,
+			res.ACR, pq.StringArray(nonNil(res.AMR)))
 		if errors.Is(err, sql.ErrNoRows) {
 			return errVersionChanged
 		}

@@ -69,7 +69,7 @@ func (s *Service) guardPending(ctx context.Context, q sqlx.QueryerContext, r Req
 	f := s.fatigue
 	if f.JoinIdentical {
 		var same Request
-		err := sqlx.GetContext(ctx, q, &same, pendingIdenticalSQL, r.AgentID, r.UserID, r.DetailsHash)
+		err := s.store.pendingIdenticalStmt.get(ctx, s.store.db, q, &same, r.AgentID, r.UserID, r.DetailsHash)
 		if err == nil {
 			return &same, nil
 		}
@@ -86,7 +86,7 @@ func (s *Service) guardPending(ctx context.Context, q sqlx.QueryerContext, r Req
 		UserN     int     `db:"user_n"`
 		UserWait  float64 `db:"user_wait"`
 	}
-	if err := sqlx.GetContext(ctx, q, &c, pendingCountsSQL, r.AgentID, r.UserID); err != nil {
+	if err := s.store.pendingCountsStmt.get(ctx, s.store.db, q, &c, r.AgentID, r.UserID); err != nil {
 		return nil, fmt.Errorf("approvals: admission: %w", err)
 	}
 	over := func(who string, n, limit int, wait float64) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -88,11 +89,19 @@ func (cc *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
 	return driver.ErrSkip
 }
 
-// TestAutoFlowStatements: with warm caches, an auto-allowed flow —
-// authenticate, bc-authorize, token — sends PostgreSQL at most 3 statements
-// and opens no explicit transaction (each statement commits by itself: 2
-// commits), every one of them prepared once on the connection and not again.
-func TestAutoFlowStatements(t *testing.T) {
+// countedService is a Service on a one-connection pool that counts what
+// reaches PostgreSQL, with the demo types, the rule set policy, a resource
+// server, alice and an agent (returned with its secret). Its caches are
+// warm once the setup's notices have reached them (see synced).
+type countedService struct {
+	svc    *Service
+	cnt    *counting
+	agent  Agent
+	secret string
+}
+
+func newCountedService(t *testing.T, policy string) countedService {
+	t.Helper()
 	conf := pgtest.NewConfig(t)
 	connector, err := pq.NewConnector(conf.URL())
 	if err != nil {
@@ -100,14 +109,14 @@ func TestAutoFlowStatements(t *testing.T) {
 	}
 	cnt := &counting{Connector: connector}
 	db := sqlx.NewDb(sql.OpenDB(cnt), "postgres")
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	db.SetMaxOpenConns(1) // a statement prepared once stays prepared
 	l, err := NewListener(conf.URL(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go l.Run(ctx)
 	store := NewStore(db)
 	keys, err := NewKeyStore(db, raceKEK, nil)
@@ -125,7 +134,7 @@ func TestAutoFlowStatements(t *testing.T) {
 	if _, err := svc.Types().Apply(ctx, defs); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Policies().Apply(ctx, "allow.yaml", []byte("types:\n  payment_initiation: [{id: small, when: \"details.instructedAmount.currency == 'EUR'\", outcome: allow, reason: ok}]\n")); err != nil {
+	if _, err := svc.Policies().Apply(ctx, "policy.yaml", []byte(policy)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := store.CreateResourceServer(ctx, NewResourceServer{Name: "API", Audience: "https://api.example.com", Types: []string{"payment_initiation"}}); err != nil {
@@ -137,24 +146,6 @@ func TestAutoFlowStatements(t *testing.T) {
 	agent, secret, err := store.CreateAgent(ctx, NewAgent{Name: "Agent", Domain: "agent.example.com", Types: []string{"payment_initiation"}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	flow := func() {
-		t.Helper()
-		a, err := svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := svc.Authorize(ctx, a, AuthRequest{Scope: "openid", LoginHint: "alice@example.com", AuthorizationDetails: []byte(raceDetails)})
-		if err != nil || c.Request.State != StateApproved {
-			t.Fatalf("authorize: %+v %v", c.Request.State, err)
-		}
-		a, err = svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := svc.Token(ctx, a, c.AuthReqID); err != nil {
-			t.Fatal(err)
-		}
 	}
 	// The setup's events (and the resync of the listener's first connection)
 	// reach the caches through the listener, in order, some time after
@@ -184,6 +175,34 @@ func TestAutoFlowStatements(t *testing.T) {
 		}
 		break
 	}
+	return countedService{svc: svc, cnt: cnt, agent: agent, secret: secret}
+}
+
+// TestAutoFlowStatements: with warm caches, an auto-allowed flow —
+// authenticate, bc-authorize, token — sends PostgreSQL at most 3 statements
+// and opens no explicit transaction (each statement commits by itself: 2
+// commits), every one of them prepared once on the connection and not again.
+func TestAutoFlowStatements(t *testing.T) {
+	cs := newCountedService(t, "types:\n  payment_initiation: [{id: small, when: \"details.instructedAmount.currency == 'EUR'\", outcome: allow, reason: ok}]\n")
+	svc, cnt, agent, secret, ctx := cs.svc, cs.cnt, cs.agent, cs.secret, context.Background()
+	flow := func() {
+		t.Helper()
+		a, err := svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := svc.Authorize(ctx, a, AuthRequest{Scope: "openid", LoginHint: "alice@example.com", AuthorizationDetails: []byte(raceDetails)})
+		if err != nil || c.Request.State != StateApproved {
+			t.Fatalf("authorize: %+v %v", c.Request.State, err)
+		}
+		a, err = svc.AuthenticateAgent(ctx, agent.ID, secret, AuthClientSecretBasic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Token(ctx, a, c.AuthReqID); err != nil {
+			t.Fatal(err)
+		}
+	}
 	flow() // warms the caches
 	s0, r0, p0, b0 := cnt.statements.Load(), cnt.preparedRuns.Load(), cnt.prepares.Load(), cnt.begins.Load()
 	const flows = 5
@@ -206,6 +225,54 @@ func TestAutoFlowStatements(t *testing.T) {
 
 // TestRequestScanTargets: the hot path's scan targets are Request's fields
 // in requestColumns order, every column once.
+// TestReviewStatements: a pending admission (under its locks) and a
+// person's review run every statement prepared, once per connection.
+func TestReviewStatements(t *testing.T) {
+	cs := newCountedService(t, "types:\n  payment_initiation: [{id: ask, when: \"true\", outcome: approve, reason: ask}]\n")
+	ctx, svc, cnt := context.Background(), cs.svc, cs.cnt
+	user, err := svc.Store().UserByHint(ctx, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	review := func(i int) {
+		t.Helper()
+		c, err := svc.Authorize(ctx, cs.agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+			AuthorizationDetails: payment(fmt.Sprintf("%d.00", 100+i), "EUR")})
+		if err != nil || c.Request.State != StatePending {
+			t.Fatalf("authorize: %+v %v", c.Request.State, err)
+		}
+		r, err := svc.Review(ctx, c.Request.ID, Reviewer{UserID: user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictApprove})
+		if err != nil || r.State != StateApproved {
+			t.Fatalf("review: %+v %v", r.State, err)
+		}
+	}
+	review(0) // prepares
+	const reviews = 3
+	for i := range reviews {
+		s0, r0, p0 := cnt.statements.Load(), cnt.preparedRuns.Load(), cnt.prepares.Load()
+		c, err := svc.Authorize(ctx, cs.agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+			AuthorizationDetails: payment(fmt.Sprintf("%d.00", 200+i), "EUR")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s1, r1 := cnt.statements.Load(), cnt.preparedRuns.Load()
+		if _, err := svc.Review(ctx, c.Request.ID, Reviewer{UserID: user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictApprove}); err != nil {
+			t.Fatal(err)
+		}
+		statements, runs := cnt.statements.Load()-s1, cnt.preparedRuns.Load()-r1
+		t.Logf("a review: %d statements, %d of them prepared; the pending admission before it: %d, %d", statements, runs, s1-s0, r1-r0)
+		if runs != statements {
+			t.Errorf("%d of a review's %d statements ran prepared; want all (parsed and planned once per connection)", runs, statements)
+		}
+		if r1-r0 != s1-s0 {
+			t.Errorf("%d of a pending admission's %d statements ran prepared; want all", r1-r0, s1-s0)
+		}
+		if p := cnt.prepares.Load() - p0; p != 0 {
+			t.Errorf("%d statements were prepared again; want none", p)
+		}
+	}
+}
+
 func TestRequestScanTargets(t *testing.T) {
 	var r Request
 	targets := r.scanTargets()

@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -55,4 +56,60 @@ func (p *prepared) prepare(ctx context.Context, db *sqlx.DB) (*sqlx.Stmt, error)
 	}
 	p.stmt.Store(st)
 	return st, nil
+}
+
+// in returns the statement for t: prepared where the pool has prepared it
+// (see warm), else nil, and then the caller's q runs the query text.
+func (p *prepared) in(ctx context.Context, t *Tx) *sqlx.Stmt {
+	if st := p.stmt.Load(); st != nil {
+		return t.StmtxContext(ctx, st)
+	}
+	return nil
+}
+
+// get runs the statement on q (the pool db or a change's transaction, as
+// row) and scans its one row into dest (sqlx).
+func (p *prepared) get(ctx context.Context, db *sqlx.DB, q sqlx.QueryerContext, dest any, args ...any) error {
+	if t, ok := q.(*Tx); ok {
+		return p.getTx(ctx, t, dest, args...)
+	}
+	st, err := p.prepare(ctx, db)
+	if err != nil {
+		return sqlx.GetContext(ctx, q, dest, p.query, args...)
+	}
+	return st.GetContext(ctx, dest, args...)
+}
+
+// getTx runs the statement in t and scans its one row into dest (sqlx).
+func (p *prepared) getTx(ctx context.Context, t *Tx, dest any, args ...any) error {
+	if st := p.in(ctx, t); st != nil {
+		return st.GetContext(ctx, dest, args...)
+	}
+	return t.GetContext(ctx, dest, p.query, args...)
+}
+
+// selectTx runs the statement in t and scans its rows into dest (sqlx).
+func (p *prepared) selectTx(ctx context.Context, t *Tx, dest any, args ...any) error {
+	if st := p.in(ctx, t); st != nil {
+		return st.SelectContext(ctx, dest, args...)
+	}
+	return t.SelectContext(ctx, dest, p.query, args...)
+}
+
+// execTx runs the statement in t.
+func (p *prepared) execTx(ctx context.Context, t *Tx, args ...any) (sql.Result, error) {
+	if st := p.in(ctx, t); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.ExecContext(ctx, p.query, args...)
+}
+
+// warm prepares statements ps on the pool, before a change takes its
+// connection: in a change they then run prepared (preparing them there
+// would take a second connection). A failure leaves them to run unprepared,
+// and the next call tries again.
+func (s *Store) warm(ctx context.Context, ps ...*prepared) {
+	for _, p := range ps {
+		_, _ = p.prepare(ctx, s.db)
+	}
 }

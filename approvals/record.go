@@ -40,6 +40,15 @@ const queuedEventsSQL = `
 		jsonb_strip_nulls(jsonb_build_object('channel', q.kind, 'outbox_id', q.id, 'device', q.subscription_id,
 			'message', q.payload->>'type'))`
 
+// RequestOfSQL is the FROM item that joins rows alias (with a request_id)
+// to their request's agent and user as r: one lookup by key per row. A
+// plain join lets the planner, which guesses that the rows of a CTE or a
+// jsonb_to_recordset are many, hash the whole requests table for them: a
+// sequential scan of every request per decision.
+func RequestOfSQL(alias string) string {
+	return `CROSS JOIN LATERAL (SELECT agent_id, user_id FROM requests WHERE id = ` + alias + `.request_id OFFSET 0) r`
+}
+
 // DroppedEventsSQL records notification.dropped for the outbox rows d (id,
 // kind, request_id, subscription_id, attempts, drop_reason) dropped without
 // an attempt, of requests r; the caller adds the FROM. Package notify uses

@@ -19,17 +19,30 @@ type Store struct {
 
 	// The hot path's statements, prepared on each connection.
 	insertRequestStmt, insertDecidedStmt, pollStmt, redeemStmt prepared
+	// An admission under its locks.
+	admitLockStmt, admitLocksStmt, pendingIdenticalStmt, pendingCountsStmt prepared
+	// A person's review, and the events and outbox rows of a change.
+	reviewStateStmt, reviewsStmt, insertReviewStmt, resolveStmt, flushStmt prepared
 }
 
 // NewStore returns a Store on db. Guards use the database's clock, so
 // replicas agree on time.
 func NewStore(db *sqlx.DB) *Store {
 	return &Store{
-		db:                db,
-		insertRequestStmt: prepared{query: insertRequestSQL},
-		insertDecidedStmt: prepared{query: insertDecidedSQL},
-		pollStmt:          prepared{query: pollSQL},
-		redeemStmt:        prepared{query: redeemSQL},
+		db:                   db,
+		insertRequestStmt:    prepared{query: insertRequestSQL},
+		insertDecidedStmt:    prepared{query: insertDecidedSQL},
+		pollStmt:             prepared{query: pollSQL},
+		redeemStmt:           prepared{query: redeemSQL},
+		admitLockStmt:        prepared{query: admitLockSQL},
+		admitLocksStmt:       prepared{query: admitLocksSQL},
+		pendingIdenticalStmt: prepared{query: pendingIdenticalSQL},
+		pendingCountsStmt:    prepared{query: pendingCountsSQL},
+		reviewStateStmt:      prepared{query: reviewStateSQL},
+		reviewsStmt:          prepared{query: reviewsSQL},
+		insertReviewStmt:     prepared{query: insertReviewSQL},
+		resolveStmt:          prepared{query: resolveSQL},
+		flushStmt:            prepared{query: flushSQL},
 	}
 }
 

@@ -17,9 +17,11 @@ import (
 // reads through Tx too: a transaction never takes a second pool connection.
 type Tx struct {
 	*sqlx.Tx
-	events  []Event
-	pings   []pingRow
-	decided []string // requests whose people's devices hear they are decided
+	// flushStmt is the store's prepared flushSQL (nil: run its text).
+	flushStmt *prepared
+	events    []Event
+	pings     []pingRow
+	decided   []string // requests whose people's devices hear they are decided
 }
 
 // pingRow is a CIBA ping callback (CIBA §10.2) to enqueue for a request: to
@@ -53,15 +55,18 @@ func (t *Tx) pushDecided(id string) { t.decided = append(t.decided, id) }
 // request's "decided" push goes to each device its "new" push went to (the
 // push's Topic makes it replace that one where it still waits), and the
 // "new" pushes not yet sent are dropped.
-const flushSQL = `
+var flushSQL = `
 WITH ev AS (` + insertEventsSQL + `
 	RETURNING id
 ), ping AS (
 	INSERT INTO outbox (kind, request_id, target, bearer, expires_at)
 	SELECT 'ping', p.request_id, a.notify_url, p.bearer, p.expires_at
 	FROM jsonb_to_recordset($2::jsonb) AS p(request_id uuid, agent_id text, bearer text, expires_at timestamptz)
-	JOIN agents a ON a.id = p.agent_id
-	WHERE a.delivery_mode = 'ping' AND a.notify_url IS NOT NULL
+	-- One agent looked up by its key per ping (OFFSET 0 keeps the planner
+	-- from joining the whole agents table to the pings, which it guesses
+	-- are a hundred: a sequential scan of every agent per decision).
+	CROSS JOIN LATERAL (SELECT notify_url FROM agents
+		WHERE id = p.agent_id AND delivery_mode = 'ping' AND notify_url IS NOT NULL OFFSET 0) a
 	RETURNING id, kind, request_id, subscription_id, payload
 ), decided AS (
 	INSERT INTO outbox (kind, request_id, target, payload, expires_at, subscription_id)
@@ -78,10 +83,10 @@ WITH ev AS (` + insertEventsSQL + `
 		AND delivered_at IS NULL AND dropped_at IS NULL AND (lease_until IS NULL OR lease_until <= now())
 	RETURNING id, kind, request_id, subscription_id, attempts, drop_reason
 ), queued AS (` + queuedEventsSQL + `
-	FROM (SELECT * FROM ping UNION ALL SELECT * FROM decided) q JOIN requests r ON r.id = q.request_id
+	FROM (SELECT * FROM ping UNION ALL SELECT * FROM decided) q ` + RequestOfSQL("q") + `
 	WHERE (SELECT count(*) FROM ev) >= 0 -- after the change's own events
 ), dropped AS (` + DroppedEventsSQL + `
-	FROM superseded d JOIN requests r ON r.id = d.request_id
+	FROM superseded d ` + RequestOfSQL("d") + `
 	WHERE (SELECT count(*) FROM ev) >= 0
 )
 SELECT 1`
@@ -101,7 +106,11 @@ func (t *Tx) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("approvals: outbox: %w", err)
 	}
-	if _, err := t.ExecContext(ctx, flushSQL, string(ev), string(pings), pq.StringArray(nonNil(t.decided))); err != nil {
+	flush := t.flushStmt
+	if flush == nil {
+		flush = &prepared{query: flushSQL}
+	}
+	if _, err := flush.execTx(ctx, t, string(ev), string(pings), pq.StringArray(nonNil(t.decided))); err != nil {
 		return fmt.Errorf("approvals: events and outbox: %w", translate(err))
 	}
 	return nil
@@ -117,16 +126,20 @@ func nonNilSlice[T any](s []T) []T {
 // change runs fn as one change of state (see Tx) and commits it. An error
 // from fn rolls everything back.
 func (s *Store) change(ctx context.Context, fn func(*Tx) error) error {
-	return inTx(ctx, s.db, fn)
+	s.warm(ctx, &s.flushStmt)
+	return inTx(ctx, s.db, fn, &s.flushStmt)
 }
 
-func inTx(ctx context.Context, db *sqlx.DB, fn func(*Tx) error) error {
+func inTx(ctx context.Context, db *sqlx.DB, fn func(*Tx) error, flush ...*prepared) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("approvals: begin: %w", err)
 	}
 	defer tx.Rollback()
 	t := &Tx{Tx: tx}
+	if len(flush) > 0 {
+		t.flushStmt = flush[0]
+	}
 	if err := fn(t); err != nil {
 		return err
 	}

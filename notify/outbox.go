@@ -137,7 +137,7 @@ func attemptEventSQL(kind, extra string) string {
 	SELECT '` + kind + `', '` + approvals.ActorNotify + `', o.request_id, r.agent_id, r.user_id,
 		jsonb_strip_nulls(jsonb_build_object('channel', o.kind, 'outbox_id', o.id, 'device', o.subscription_id,
 			'attempt', o.attempts, ` + extra + `))
-	FROM o JOIN requests r ON r.id = o.request_id`
+	FROM o ` + approvals.RequestOfSQL("o")
 }
 
 // outcome is what one attempt came to.
@@ -189,7 +189,7 @@ func record(ctx context.Context, db *sqlx.DB, r row, o outcome) (bool, error) {
 
 // expireSQL drops open rows whose request has expired, unless a worker holds
 // them (its result is recorded first, and the next pass drops them).
-const expireSQL = `
+var expireSQL = `
 WITH x AS (
 	UPDATE outbox SET dropped_at = now(), drop_reason = 'expired', bearer = NULL, lease_until = NULL
 	WHERE id IN (
@@ -201,7 +201,7 @@ WITH x AS (
 	)
 	RETURNING id, kind, request_id, subscription_id, attempts, last_error, drop_reason
 ), ev AS (` + approvals.DroppedEventsSQL + `
-	FROM x d JOIN requests r ON r.id = d.request_id
+	FROM x d ` + approvals.RequestOfSQL("d") + `
 )
 SELECT id, kind, request_id, attempts, last_error FROM x`
 
