@@ -213,6 +213,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	serial := set != nil && set.ReadsRecent(a.types...)
 	var stored Request
 	var joined *Request // an identical pending request this call joins
+	admitted := false   // stored under the admission locks, in announceMode
 	evaluate := func(q sqlx.QueryerContext) error {
 		if set == nil {
 			// Deny by default: with no published thresholds nothing is allowed.
@@ -245,7 +246,8 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		return err
 	}
 	if serial {
-		err = s.store.admit(ctx, velocityKeys(agent.ID, a.user.ID), func(t *Tx) error {
+		admitted = true
+		err = s.store.admit(ctx, velocityKeys(agent.ID, a.user.ID), s.announceMode(), func(t *Tx) error {
 			if err := evaluate(t); err != nil {
 				return err
 			}
@@ -260,7 +262,8 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 			if s.fatigue.limitsPending() {
 				keys = velocityKeys(agent.ID, a.user.ID)
 			}
-			err = s.store.admit(ctx, keys, func(t *Tx) error { return store(t) })
+			admitted = true
+			err = s.store.admit(ctx, keys, s.announceMode(), func(t *Tx) error { return store(t) })
 		} else {
 			// Decided at once: the insert is the whole change, one
 			// statement on the pool.
@@ -282,6 +285,10 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 		return Created{Request: *joined, AuthReqID: s.authReqIDs.issue(jid), ExpiresIn: left, Interval: joined.PollInterval}, nil
 	}
 	s.metrics.decided(stored)
+	if admitted && stored.State == StatePending {
+		// The insert's request.created was left to this process.
+		s.announced(newEvent(KindRequestCreated, "", stored, nil))
+	}
 	if s.onOutbox != nil && (stored.State == StatePending || stored.ClientNotificationToken != nil) {
 		s.onOutbox()
 	}

@@ -9,9 +9,18 @@ import (
 // admitLockSQL and admitLocksSQL take one or two admission locks, held to
 // commit; where two are taken, always agent first, so that two admissions
 // cannot deadlock.
+//
+// They also set countersign.announce (see announce.go) to the caller's
+// announce, and make the transaction's prepared statements run their generic
+// plans: PostgreSQL otherwise plans the admission's insert again on every
+// call (its custom plans look cheaper than the generic one only because
+// they fold the parameters of the parts a request does not use), and that
+// planning cost more than running it.
 const (
-	admitLockSQL  = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
-	admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))`
+	admitLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
+	set_config('plan_cache_mode', 'force_generic_plan', true), set_config('countersign.announce', $2, true)`
+	admitLocksSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0)),
+	set_config('plan_cache_mode', 'force_generic_plan', true), set_config('countersign.announce', $3, true)`
 )
 
 // velocityKeys are the locks of an admission that must see every earlier
@@ -35,7 +44,10 @@ func identicalKey(agentID, userID, detailsHash string) []string {
 // this process they wait for each other before they take a connection (so
 // a burst from one agent never fills the pool with waiters), and across
 // replicas on advisory locks held to commit.
-func (s *Store) admit(ctx context.Context, keys []string, fn func(*Tx) error) error {
+//
+// announce is announceAfter when the caller announces the change's request
+// events itself once it has committed, else "".
+func (s *Store) admit(ctx context.Context, keys []string, announce string, fn func(*Tx) error) error {
 	for _, key := range keys {
 		unlock, err := s.locks.lock(ctx, key)
 		if err != nil {
@@ -43,9 +55,9 @@ func (s *Store) admit(ctx context.Context, keys []string, fn func(*Tx) error) er
 		}
 		defer unlock()
 	}
-	lock, args := &s.admitLockStmt, []any{keys[0]}
+	lock, args := &s.admitLockStmt, []any{keys[0], announce}
 	if len(keys) == 2 {
-		lock, args = &s.admitLocksStmt, []any{keys[0], keys[1]}
+		lock, args = &s.admitLocksStmt, []any{keys[0], keys[1], announce}
 	}
 	// Prepared on the pool before the change takes its connection.
 	s.warm(ctx, lock, &s.pendingIdenticalStmt, &s.pendingCountsStmt, &s.insertRequestStmt, &s.insertDecidedStmt)

@@ -69,7 +69,8 @@ var errVersionChanged = errors.New("approvals: request changed during review")
 // only if the reviewer may see the request, so that one that is not theirs
 // is refused as early, and as fast, as one that does not exist.
 const reviewStateSQL = `
-SELECT now() AS now, reviewer_groups, reviewer_status, ` + requestColumns + `
+SELECT now() AS now, reviewer_groups, reviewer_status, set_config('countersign.announce', $3, true) AS announce,
+	` + requestColumns + `
 FROM requests
 JOIN LATERAL (SELECT groups AS reviewer_groups, status AS reviewer_status FROM users WHERE users.id = $2) u ON true
 WHERE requests.id = $1 AND (requests.user_id = $2
@@ -111,7 +112,8 @@ RETURNING before_token, ` + requestColumns
 
 func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in ReviewInput) (Request, error) {
 	var out Request
-	suspended := false // the denial suspended the agent (fatigue guard)
+	var recorded []Event // announced once committed (announceMode)
+	suspended := false   // the denial suspended the agent (fatigue guard)
 	st := s.store
 	st.warm(ctx, &st.reviewStateStmt, &st.reviewsStmt, &st.insertReviewStmt, &st.resolveStmt)
 	err := st.change(ctx, func(t *Tx) error {
@@ -119,9 +121,10 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			Now            time.Time      `db:"now"`
 			ReviewerGroups pq.StringArray `db:"reviewer_groups"`
 			ReviewerStatus string         `db:"reviewer_status"`
+			Announce       string         `db:"announce"` // countersign.announce, set for the change
 			Request
 		}
-		err := st.reviewStateStmt.getTx(ctx, t, &cur, requestID, by.UserID)
+		err := st.reviewStateStmt.getTx(ctx, t, &cur, requestID, by.UserID, s.announceMode())
 		if errors.Is(err, sql.ErrNoRows) || err == nil && cur.ReviewerStatus != "active" {
 			return fmt.Errorf("approvals: review %s: %w", requestID, ErrNotFound)
 		}
@@ -228,8 +231,12 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			t.ping(out, row.BeforeToken)
 			t.pushDecided(out.ID)
 		}
+		recorded = t.events
 		return nil
 	})
+	if err == nil {
+		s.announced(recorded...)
+	}
 	if err == nil && suspended {
 		s.logger.WarnContext(ctx, "agent suspended: its requests were denied too often", "agent", out.AgentID,
 			"denials", s.fatigue.SuspendAfterDenials, "window", s.fatigue.SuspendWindow.String())

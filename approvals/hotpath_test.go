@@ -95,12 +95,13 @@ func (cc *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
 // warm once the setup's notices have reached them (see synced).
 type countedService struct {
 	svc    *Service
+	l      *Listener
 	cnt    *counting
 	agent  Agent
 	secret string
 }
 
-func newCountedService(t *testing.T, policy string) countedService {
+func newCountedService(t *testing.T, policy string, opts ...func(*Config)) countedService {
 	t.Helper()
 	conf := pgtest.NewConfig(t)
 	connector, err := pq.NewConnector(conf.URL())
@@ -126,7 +127,11 @@ func newCountedService(t *testing.T, policy string) countedService {
 	if err := keys.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	svc := NewService(store, NewTypeStore(store), keys, Config{Issuer: "https://countersign.test", KEK: raceKEK, Listener: l})
+	cfg := Config{Issuer: "https://countersign.test", KEK: raceKEK, Listener: l}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc := NewService(store, NewTypeStore(store), keys, cfg)
 	defs, err := demo.TypeDefinitions()
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +180,7 @@ func newCountedService(t *testing.T, policy string) countedService {
 		}
 		break
 	}
-	return countedService{svc: svc, cnt: cnt, agent: agent, secret: secret}
+	return countedService{svc: svc, l: l, cnt: cnt, agent: agent, secret: secret}
 }
 
 // TestAutoFlowStatements: with warm caches, an auto-allowed flow —

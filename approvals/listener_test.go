@@ -2,6 +2,8 @@ package approvals
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -138,5 +140,64 @@ func TestListenerBurstWhilePinging(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("%d of %d notifications delivered", n, burst)
 		}
+	}
+}
+
+// TestAnnounceAfterCommit: a service that announces after commit sends the
+// request and review events of a pending admission and of a review itself
+// (its notices carry no event id), and the trigger sends none of them; a
+// service that does not leaves them to the trigger (notices with the id).
+func TestAnnounceAfterCommit(t *testing.T) {
+	const policy = "types:\n  payment_initiation: [{id: ask, when: \"true\", outcome: approve, reason: ask}]\n"
+	for _, after := range []bool{true, false} {
+		t.Run(fmt.Sprintf("after=%v", after), func(t *testing.T) {
+			cs := newCountedService(t, policy, func(c *Config) { c.AnnounceAfterCommit = after })
+			ctx := context.Background()
+			got := make(chan Notice, 100)
+			cs.l.Subscribe(func(n Notice) { got <- n })
+			user, err := cs.svc.Store().UserByHint(ctx, "alice@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := cs.svc.Authorize(ctx, cs.agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com",
+				AuthorizationDetails: payment("100.00", "EUR")})
+			if err != nil || c.Request.State != StatePending {
+				t.Fatalf("authorize: %v %v", c.Request.State, err)
+			}
+			if _, err := cs.svc.Review(ctx, c.Request.ID, Reviewer{UserID: user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictApprove}); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{KindRequestCreated, KindReviewRecorded, KindRequestApproved}
+			var kinds []string
+			deadline := time.After(10 * time.Second)
+			for len(kinds) < len(want) {
+				select {
+				case n := <-got:
+					if n.RequestID != c.Request.ID {
+						continue
+					}
+					kinds = append(kinds, n.Kind)
+					if fromTrigger := n.EventID != 0; fromTrigger == after {
+						t.Errorf("%s announced by the trigger: %v, want %v", n.Kind, fromTrigger, !after)
+					}
+					if n.AgentID != cs.agent.ID || n.UserID != user.ID {
+						t.Errorf("%s notice %+v: want agent %s and user %s", n.Kind, n, cs.agent.ID, user.ID)
+					}
+				case <-deadline:
+					t.Fatalf("notices of the request: %v, want %v", kinds, want)
+				}
+			}
+			if !slices.Equal(kinds, want) {
+				t.Errorf("notices of the request: %v, want %v", kinds, want)
+			}
+			// Nothing more for it (no notice twice, from both).
+			select {
+			case n := <-got:
+				if n.RequestID == c.Request.ID {
+					t.Errorf("a further notice of the request: %+v", n)
+				}
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
 	}
 }

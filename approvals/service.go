@@ -52,6 +52,12 @@ type Config struct {
 	// Fatigue are the approval-fatigue guards: nil is DefaultFatigue, a
 	// zero Fatigue none.
 	Fatigue *Fatigue
+	// AnnounceAfterCommit makes the Service announce the request and
+	// review events of pending admissions and reviews itself, right after
+	// they commit, instead of in their transactions (see announce.go): for
+	// a long-lived process (a server), whose announcements go out in
+	// batches.
+	AnnounceAfterCommit bool
 }
 
 // Service is the domain API: what the HTTP handlers and the CLI call.
@@ -74,6 +80,7 @@ type Service struct {
 	tz         *time.Location
 	clientKeys *clientKeySource
 	hints      *hintIssuers
+	announcer  *announcer // nil: the trigger announces every event
 	// onOutbox is called after this process stored a request whose
 	// admission queued outbox rows (OnOutbox).
 	onOutbox func()
@@ -109,6 +116,9 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 	if cfg.Listener != nil {
 		cfg.Listener.Subscribe(func(n Notice) { s.caches.invalidate(n, s.keys) })
 	}
+	if cfg.AnnounceAfterCommit {
+		s.announcer = newAnnouncer(store.db, s.logger)
+	}
 	s.argon = make(chan struct{}, argonSlots)
 	s.tz = cfg.TimeZone
 	if s.tz == nil {
@@ -127,6 +137,22 @@ func NewService(store *Store, types *TypeStore, keys *KeyStore, cfg Config) *Ser
 // auto-allowed admission is not announced to the listeners. Set it before
 // the service is used.
 func (s *Service) OnOutbox(fn func()) { s.onOutbox = fn }
+
+// announceMode is what this service's changes set countersign.announce to:
+// announceAfter when it announces their request events itself.
+func (s *Service) announceMode() string {
+	if s.announcer != nil {
+		return announceAfter
+	}
+	return ""
+}
+
+// announced announces events of a change committed in announceMode.
+func (s *Service) announced(events ...Event) {
+	if s.announcer != nil {
+		s.announcer.announce(events...)
+	}
+}
 
 // Store returns the service's store.
 func (s *Service) Store() *Store { return s.store }

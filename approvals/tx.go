@@ -79,8 +79,11 @@ WITH ev AS (` + insertEventsSQL + `
 	RETURNING id, kind, request_id, subscription_id, payload
 ), superseded AS (
 	UPDATE outbox SET dropped_at = now(), drop_reason = 'superseded', lease_until = NULL
+	-- The decided requests' pushes, found by request: "open" is written
+	-- as one coalesce so that it does not match the partial index of the
+	-- open rows, which the planner would otherwise walk whole for them.
 	WHERE request_id = ANY($3::uuid[]) AND kind = 'push' AND payload->>'type' = 'new'
-		AND delivered_at IS NULL AND dropped_at IS NULL AND (lease_until IS NULL OR lease_until <= now())
+		AND coalesce(delivered_at, dropped_at) IS NULL AND (lease_until IS NULL OR lease_until <= now())
 	RETURNING id, kind, request_id, subscription_id, attempts, drop_reason
 ), queued AS (` + queuedEventsSQL + `
 	FROM (SELECT * FROM ping UNION ALL SELECT * FROM decided) q ` + RequestOfSQL("q") + `

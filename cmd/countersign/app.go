@@ -94,7 +94,7 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 	svc := approvals.NewService(store, approvals.NewTypeStore(store), keys, approvals.Config{
 		Issuer: issuer(cfg), KEK: kek, Logger: logger, LoginHintIssuers: hintIssuers, TimeZone: tz,
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
-		Listener: listener, Fatigue: fatigue(cfg),
+		Listener: listener, Fatigue: fatigue(cfg), AnnounceAfterCommit: cfg.kind == kindServe || cfg.announce,
 	})
 	return &app{cfg: cfg, db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
 }

@@ -51,6 +51,9 @@ type Config struct {
 	Fatigue approvals.Fatigue
 
 	kind cmdKind // which subcommand this configures
+	// announce: the Service announces its busiest changes itself after
+	// they commit (serve, and load's simulated approver).
+	announce bool
 }
 
 // cmdKind says which configuration a subcommand needs.

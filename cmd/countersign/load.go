@@ -106,6 +106,8 @@ func loadCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if cfg.LogLevel == "info" {
 		cfg.LogLevel = "warn" // the summary is the output, not the reviews' log lines
 	}
+	// The simulated approver's reviews are announced as a server's are.
+	cfg.announce = true
 	a, closeApp, err := openApp(ctx, cfg, newLogger(cfg, stderr))
 	if err != nil {
 		return err
