@@ -247,7 +247,11 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	}
 	if serial {
 		admitted = true
-		err = s.store.admit(ctx, velocityKeys(agent.ID, a.user.ID), s.announceMode(), func(t *Tx) error {
+		// Joining identical requests needs the identical lock too: the
+		// same details may take the other path under another policy
+		// version or another replica's guards.
+		keys := admissionKeys(true, s.fatigue.JoinIdentical, agent.ID, a.user.ID, req.DetailsHash)
+		err = s.store.admit(ctx, keys, s.announceMode(), planAuto, func(t *Tx) error {
 			if err := evaluate(t); err != nil {
 				return err
 			}
@@ -258,12 +262,9 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 			// Waiting for people: under a pending limit one at a time per
 			// agent and user, so the limits are exact; with joining alone,
 			// one at a time per identical request.
-			keys := identicalKey(agent.ID, a.user.ID, req.DetailsHash)
-			if s.fatigue.limitsPending() {
-				keys = velocityKeys(agent.ID, a.user.ID)
-			}
+			keys := admissionKeys(s.fatigue.limitsPending(), s.fatigue.JoinIdentical, agent.ID, a.user.ID, req.DetailsHash)
 			admitted = true
-			err = s.store.admit(ctx, keys, s.announceMode(), func(t *Tx) error { return store(t) })
+			err = s.store.admit(ctx, keys, s.announceMode(), planGeneric, func(t *Tx) error { return store(t) })
 		} else {
 			// Decided at once: the insert is the whole change, one
 			// statement on the pool.

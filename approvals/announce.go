@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -23,9 +24,11 @@ import (
 // statement of their own that does not wait for the flush (a notification
 // needs none: it says only that something committed). The notices carry no
 // event id. Should this process die between a commit and its announcement,
+// or the queue of notices overflows because the database is far behind,
 // the live pages that show the request on other replicas stay as they are
 // until they reload, and the outbox worker finds the change's rows on its
-// next pass instead of at once.
+// next pass instead of at once. On shutdown (Service.Close) what is queued
+// is sent first.
 
 // announceSQL sends notices $2 on channel $1 in one transaction that does
 // not wait for its commit to be flushed.
@@ -39,9 +42,12 @@ const announceAfter = "after"
 
 // announcer sends the notices of changes committed with announceAfter.
 type announcer struct {
-	db     *sqlx.DB
-	logger *slog.Logger
-	queue  chan Notice
+	db      *sqlx.DB
+	logger  *slog.Logger
+	queue   chan Notice
+	dropped atomic.Int64 // notices not queued since the last log line
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // announceBatch bounds the notices of one statement (each at most a few
@@ -49,13 +55,20 @@ type announcer struct {
 const announceBatch = 500
 
 func newAnnouncer(db *sqlx.DB, logger *slog.Logger) *announcer {
-	a := &announcer{db: db, logger: logger, queue: make(chan Notice, 4*announceBatch)}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &announcer{db: db, logger: logger, queue: make(chan Notice, 8*announceBatch),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go a.run()
 	return a
 }
 
 // announce queues the notices of the events of a committed change that
-// the trigger left out (request.* and review.*, with a request).
+// the trigger left out (request.* and review.*, with a request). It never
+// waits: the change has committed, and its caller is answered now. A notice
+// that finds the queue full (the database far behind) is dropped, counted
+// and logged.
 func (a *announcer) announce(events ...Event) {
 	for _, e := range events {
 		if e.RequestID == nil || !(strings.HasPrefix(e.Kind, "request.") || strings.HasPrefix(e.Kind, "review.")) {
@@ -68,38 +81,66 @@ func (a *announcer) announce(events ...Event) {
 		if e.UserID != nil {
 			n.UserID = *e.UserID
 		}
-		// A full queue means the database is behind: the change waits
-		// rather than lose its notice.
-		a.queue <- n
+		select {
+		case a.queue <- n:
+		default:
+			a.dropped.Add(1)
+		}
 	}
 }
 
-// run sends what is queued, as much as is there at once in one statement.
+// run sends what is queued, as much as is there at once in one statement,
+// until close; then what is left.
 func (a *announcer) run() {
-	batch := make([]string, 0, announceBatch)
-	for n := range a.queue {
-		batch = append(batch[:0], a.encode(n))
-	more:
-		for len(batch) < announceBatch {
-			select {
-			case n := <-a.queue:
-				batch = append(batch, a.encode(n))
-			default:
-				break more
+	defer close(a.done)
+	for {
+		select {
+		case n := <-a.queue:
+			a.sendFrom(n)
+		case <-a.stop:
+			for {
+				select {
+				case n := <-a.queue:
+					a.sendFrom(n)
+				default:
+					return
+				}
 			}
 		}
-		a.send(batch)
 	}
 }
 
-func (a *announcer) encode(n Notice) string {
+// sendFrom sends n and whatever else is queued, up to announceBatch.
+func (a *announcer) sendFrom(n Notice) {
+	batch := []string{encodeNotice(n)}
+	for len(batch) < announceBatch {
+		select {
+		case n := <-a.queue:
+			batch = append(batch, encodeNotice(n))
+		default:
+			a.send(batch)
+			return
+		}
+	}
+	a.send(batch)
+}
+
+func encodeNotice(n Notice) string {
 	b, _ := json.Marshal(n) // plain strings and an int64
 	return string(b)
 }
 
+// notAnnounced is what a lost notice costs: the live pages of other
+// replicas show the request as it was until they reload, and a decision's
+// ping waits for the outbox's next pass (within a second).
+const notAnnounced = "events not announced: live pages on other replicas show them when they reload, and pings go on the outbox's next pass"
+
 // send announces batch, trying once more after a failure: a notice that
 // cannot be sent is logged, not kept.
 func (a *announcer) send(batch []string) {
+	if n := a.dropped.Swap(0); n > 0 {
+		a.logger.Warn(notAnnounced, "notices", n, "err", "announcement queue full")
+	}
 	var err error
 	for attempt := range 2 {
 		if attempt > 0 {
@@ -112,6 +153,15 @@ func (a *announcer) send(batch []string) {
 			return
 		}
 	}
-	a.logger.Warn("events not announced: live pages on other replicas show them when they reload, pings go on the outbox's next pass",
-		"notices", len(batch), "err", err)
+	a.logger.Warn(notAnnounced, "notices", len(batch), "err", err)
+}
+
+// close sends what is queued, waiting at most wait, and stops.
+func (a *announcer) close(wait time.Duration) {
+	close(a.stop)
+	select {
+	case <-a.done:
+	case <-time.After(wait):
+		a.logger.Warn(notAnnounced, "notices", len(a.queue), "err", "stopped before they were sent")
+	}
 }

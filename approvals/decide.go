@@ -121,7 +121,7 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			Now            time.Time      `db:"now"`
 			ReviewerGroups pq.StringArray `db:"reviewer_groups"`
 			ReviewerStatus string         `db:"reviewer_status"`
-			Announce       string         `db:"announce"` // countersign.announce, set for the change
+			Announce       string         `db:"announce"` // only where sqlx scans set_config's answer
 			Request
 		}
 		err := st.reviewStateStmt.getTx(ctx, t, &cur, requestID, by.UserID, s.announceMode())

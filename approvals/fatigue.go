@@ -61,8 +61,9 @@ SELECT
 	(SELECT coalesce(extract(epoch FROM min(expires_at) - now()), 0) FROM requests
 		WHERE user_id = $2 AND state = 'pending' AND expires_at > now()) AS user_wait`
 
-// guardPending runs, under the admission locks of the agent and the user,
-// before a request that waits for people is stored: an identical live
+// guardPending runs, under the admission's locks (see admissionKeys: the
+// agent's and the user's under a pending limit, else the identical
+// request's), before a request that waits for people is stored: an identical live
 // pending request is returned (the caller joins it instead), and a request
 // over a pending limit is refused.
 func (s *Service) guardPending(ctx context.Context, q sqlx.QueryerContext, r Request) (*Request, error) {

@@ -193,8 +193,9 @@ func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
 
 	// The agent's and the user's admission locks are held elsewhere: a
 	// different request goes through all the same.
-	release := holdLock(t, f, velocityKeys(f.agent.ID, f.user.ID)[0])
-	releaseUser := holdLock(t, f, velocityKeys(f.agent.ID, f.user.ID)[1])
+	velocity := admissionKeys(true, false, f.agent.ID, f.user.ID, "")
+	release := holdLock(t, f, velocity[0])
+	releaseUser := holdLock(t, f, velocity[1])
 	done := make(chan error, 1)
 	go func() { _, err := askFor(svc, f.agent, "alice@example.com", "600.00"); done <- err }()
 	select {
@@ -210,7 +211,7 @@ func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
 
 	// An identical call does wait for the identical one in flight, and
 	// then joins it.
-	key := identicalKey(f.agent.ID, f.user.ID, created[0].Request.DetailsHash)[0]
+	key := admissionKeys(false, true, f.agent.ID, f.user.ID, created[0].Request.DetailsHash)[0]
 	release = holdLock(t, f, key)
 	joined := make(chan Created, 1)
 	go func() {
@@ -228,5 +229,40 @@ func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
 	release()
 	if c := <-joined; c.Request.ID != created[0].Request.ID {
 		t.Fatalf("the identical call made request %s, want to join %s", c.Request.ID, created[0].Request.ID)
+	}
+}
+
+// An admission whose rules read velocity, which is serial on its agent and
+// user, takes the identical lock too: an identical request admitted on the
+// other path (under another policy version, or another replica's guards)
+// and this one never both miss each other.
+func TestSerialAdmissionTakesIdenticalLock(t *testing.T) {
+	ctx := context.Background()
+	f := newRaceFixture(t)
+	svc := fatigueService(f, Fatigue{JoinIdentical: true})
+	if _, err := svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	first, err := askFor(svc, f.agent, "alice@example.com", "500.00")
+	if err != nil || first.Request.State != StatePending {
+		t.Fatalf("first: %v %v", first.Request.State, err)
+	}
+	release := holdLock(t, f, admissionKeys(false, true, f.agent.ID, f.user.ID, first.Request.DetailsHash)[0])
+	joined := make(chan Created, 1)
+	go func() {
+		c, err := askFor(svc, f.agent, "alice@example.com", "500.00")
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- c
+	}()
+	select {
+	case <-joined:
+		t.Fatal("a serial admission did not wait for the identical admission in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	if c := <-joined; c.Request.ID != first.Request.ID {
+		t.Fatalf("the identical call made request %s, want to join %s", c.Request.ID, first.Request.ID)
 	}
 }

@@ -228,8 +228,6 @@ func TestAutoFlowStatements(t *testing.T) {
 	}
 }
 
-// TestRequestScanTargets: the hot path's scan targets are Request's fields
-// in requestColumns order, every column once.
 // TestReviewStatements: a pending admission (under its locks) and a
 // person's review run every statement prepared, once per connection.
 func TestReviewStatements(t *testing.T) {
@@ -278,6 +276,8 @@ func TestReviewStatements(t *testing.T) {
 	}
 }
 
+// TestRequestScanTargets: the hot path's scan targets are Request's fields
+// in requestColumns order, every column once.
 func TestRequestScanTargets(t *testing.T) {
 	var r Request
 	targets := r.scanTargets()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +200,52 @@ func TestAnnounceAfterCommit(t *testing.T) {
 			case <-time.After(300 * time.Millisecond):
 			}
 		})
+	}
+}
+
+// TestAnnouncerCloseSends: what is queued when the announcer closes is sent
+// before close returns (the database is closed right after, as on shutdown).
+func TestAnnouncerCloseSends(t *testing.T) {
+	conf := pgtest.NewConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := sqlx.Connect("postgres", conf.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewListener(conf.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan Notice, 5000)
+	l.Subscribe(func(n Notice) { got <- n })
+	go l.Run(ctx)
+	a := newAnnouncer(db, nil)
+	// Distinct notices: PostgreSQL sends identical ones of one transaction
+	// once.
+	const n = 3000
+	agent := "agt_x"
+	for i := range n {
+		rid := fmt.Sprintf("request-%d", i)
+		a.announce(Event{Kind: KindRequestApproved, RequestID: &rid, AgentID: &agent})
+	}
+	a.announce(Event{Kind: KindAgentSuspended, AgentID: &agent}) // the trigger's, not the announcer's
+	a.close(10 * time.Second)
+	db.Close()
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case x := <-got:
+			if x.Kind != KindRequestApproved || !strings.HasPrefix(x.RequestID, "request-") || x.AgentID != agent || x.EventID != 0 {
+				t.Fatalf("notice %+v", x)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d queued notices sent before close returned", i, n)
+		}
+	}
+	select {
+	case x := <-got:
+		t.Fatalf("a further notice %+v", x)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

@@ -24,11 +24,12 @@ type prepared struct {
 
 // row runs the statement with args on q: the pool db, where it is prepared
 // on first use, or a change's transaction, where it runs prepared once the
-// pool has prepared it (preparing it there would take a second connection).
+// pool has the statement (see warm; database/sql then prepares it on the
+// transaction's connection, if not yet there, and keeps it).
 func (p *prepared) row(ctx context.Context, db *sqlx.DB, q sqlx.QueryerContext, args ...any) *sqlx.Row {
 	if t, ok := q.(*Tx); ok {
-		if st := p.stmt.Load(); st != nil {
-			return t.StmtxContext(ctx, st).QueryRowxContext(ctx, args...)
+		if st := p.in(ctx, t); st != nil {
+			return st.QueryRowxContext(ctx, args...)
 		}
 		return t.QueryRowxContext(ctx, p.query, args...)
 	}
@@ -104,10 +105,11 @@ func (p *prepared) execTx(ctx context.Context, t *Tx, args ...any) (sql.Result, 
 	return t.ExecContext(ctx, p.query, args...)
 }
 
-// warm prepares statements ps on the pool, before a change takes its
-// connection: in a change they then run prepared (preparing them there
-// would take a second connection). A failure leaves them to run unprepared,
-// and the next call tries again.
+// warm makes the pool's statements ps, before a change takes its
+// connection (making one prepares it on a connection of the pool, so inside
+// the change it would wait for a second connection): in a change they then
+// run prepared. A failure leaves them to run unprepared, and the next call
+// tries again.
 func (s *Store) warm(ctx context.Context, ps ...*prepared) {
 	for _, p := range ps {
 		_, _ = p.prepare(ctx, s.db)

@@ -154,6 +154,15 @@ func (s *Service) announced(events ...Event) {
 	}
 }
 
+// Close sends the announcements still queued (waiting a few seconds at
+// most). Call it before the database is closed; the service is not used
+// after.
+func (s *Service) Close() {
+	if s.announcer != nil {
+		s.announcer.close(5 * time.Second)
+	}
+}
+
 // Store returns the service's store.
 func (s *Service) Store() *Store { return s.store }
 

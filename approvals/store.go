@@ -19,8 +19,9 @@ type Store struct {
 
 	// The hot path's statements, prepared on each connection.
 	insertRequestStmt, insertDecidedStmt, pollStmt, redeemStmt prepared
-	// An admission under its locks.
-	admitLockStmt, admitLocksStmt, pendingIdenticalStmt, pendingCountsStmt prepared
+	// An admission under its locks (admitLockStmts[n-1] takes n).
+	admitLockStmts                          [3]prepared
+	pendingIdenticalStmt, pendingCountsStmt prepared
 	// A person's review, and the events and outbox rows of a change.
 	reviewStateStmt, reviewsStmt, insertReviewStmt, resolveStmt, flushStmt prepared
 }
@@ -34,8 +35,7 @@ func NewStore(db *sqlx.DB) *Store {
 		insertDecidedStmt:    prepared{query: insertDecidedSQL},
 		pollStmt:             prepared{query: pollSQL},
 		redeemStmt:           prepared{query: redeemSQL},
-		admitLockStmt:        prepared{query: admitLockSQL},
-		admitLocksStmt:       prepared{query: admitLocksSQL},
+		admitLockStmts:       [3]prepared{{query: admitLocksSQL(1)}, {query: admitLocksSQL(2)}, {query: admitLocksSQL(3)}},
 		pendingIdenticalStmt: prepared{query: pendingIdenticalSQL},
 		pendingCountsStmt:    prepared{query: pendingCountsSQL},
 		reviewStateStmt:      prepared{query: reviewStateSQL},

@@ -109,11 +109,13 @@ func (t *Tx) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("approvals: outbox: %w", err)
 	}
-	flush := t.flushStmt
-	if flush == nil {
-		flush = &prepared{query: flushSQL}
+	args := []any{string(ev), string(pings), pq.StringArray(nonNil(t.decided))}
+	if t.flushStmt != nil {
+		_, err = t.flushStmt.execTx(ctx, t, args...)
+	} else {
+		_, err = t.ExecContext(ctx, flushSQL, args...)
 	}
-	if _, err := flush.execTx(ctx, t, string(ev), string(pings), pq.StringArray(nonNil(t.decided))); err != nil {
+	if err != nil {
 		return fmt.Errorf("approvals: events and outbox: %w", translate(err))
 	}
 	return nil

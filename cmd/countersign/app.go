@@ -96,7 +96,8 @@ func openApp(ctx context.Context, cfg *Config, logger *slog.Logger) (*app, func(
 		HTTPClient: outboundPolicy(cfg).Client(5*time.Second, nil, nil), Metrics: approvals.NewMetrics(reg),
 		Listener: listener, Fatigue: fatigue(cfg), AnnounceAfterCommit: cfg.kind == kindServe || cfg.announce,
 	})
-	return &app{cfg: cfg, db: db, listener: listener, svc: svc, metrics: reg}, closeDB, nil
+	// The service's queued announcements go out before the database closes.
+	return &app{cfg: cfg, db: db, listener: listener, svc: svc, metrics: reg}, func() { svc.Close(); closeDB() }, nil
 }
 
 // outboundPolicy says where requests to URLs that clients chose (ping
