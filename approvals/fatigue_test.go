@@ -211,25 +211,7 @@ func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
 
 	// An identical call does wait for the identical one in flight, and
 	// then joins it.
-	key := admissionKeys(false, true, f.agent.ID, f.user.ID, created[0].Request.DetailsHash)[0]
-	release = holdLock(t, f, key)
-	joined := make(chan Created, 1)
-	go func() {
-		c, err := askFor(svc, f.agent, "alice@example.com", "500.00")
-		if err != nil {
-			t.Error(err)
-		}
-		joined <- c
-	}()
-	select {
-	case <-joined:
-		t.Fatal("an identical call did not wait for the identical admission in flight")
-	case <-time.After(300 * time.Millisecond):
-	}
-	release()
-	if c := <-joined; c.Request.ID != created[0].Request.ID {
-		t.Fatalf("the identical call made request %s, want to join %s", c.Request.ID, created[0].Request.ID)
-	}
+	waitsThenJoins(t, f, svc, created[0])
 }
 
 // An admission whose rules read velocity, which is serial on its agent and
@@ -247,6 +229,14 @@ func TestSerialAdmissionTakesIdenticalLock(t *testing.T) {
 	if err != nil || first.Request.State != StatePending {
 		t.Fatalf("first: %v %v", first.Request.State, err)
 	}
+	waitsThenJoins(t, f, svc, first)
+}
+
+// waitsThenJoins checks that a call identical to pending request first
+// (alice's payment of 500.00 EUR) waits while the identical lock is held
+// elsewhere, and then joins first.
+func waitsThenJoins(t *testing.T, f raceFixture, svc *Service, first Created) {
+	t.Helper()
 	release := holdLock(t, f, admissionKeys(false, true, f.agent.ID, f.user.ID, first.Request.DetailsHash)[0])
 	joined := make(chan Created, 1)
 	go func() {
@@ -258,7 +248,7 @@ func TestSerialAdmissionTakesIdenticalLock(t *testing.T) {
 	}()
 	select {
 	case <-joined:
-		t.Fatal("a serial admission did not wait for the identical admission in flight")
+		t.Fatal("an identical call did not wait for the identical admission in flight")
 	case <-time.After(300 * time.Millisecond):
 	}
 	release()
