@@ -178,7 +178,7 @@ func (s *KeyStore) RotateAuditKey(ctx context.Context, actor string) (AuditKeyIn
 		return AuditKeyInfo{}, err
 	}
 	var info AuditKeyInfo
-	err = inTx(ctx, s.db, func(tx *Tx) error {
+	err = inTx(ctx, s.db, nil, func(tx *Tx) error {
 		var retired []string
 		if err := tx.SelectContext(ctx, &retired, `UPDATE audit_keys SET retired_at = now() WHERE retired_at IS NULL RETURNING kid`); err != nil {
 			return err

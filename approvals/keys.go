@@ -121,7 +121,7 @@ func (s *KeyStore) Ensure(ctx context.Context) error {
 			return err
 		}
 		created := false
-		err = inTx(ctx, s.db, func(t *Tx) error {
+		err = inTx(ctx, s.db, nil, func(t *Tx) error {
 			res, err := t.ExecContext(ctx, ensureKeySQL, k.kid, string(alg), k.publicJWK, k.sealed, s.now())
 			if err != nil {
 				return err

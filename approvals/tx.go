@@ -132,19 +132,18 @@ func nonNilSlice[T any](s []T) []T {
 // from fn rolls everything back.
 func (s *Store) change(ctx context.Context, fn func(*Tx) error) error {
 	s.warm(ctx, &s.flushStmt)
-	return inTx(ctx, s.db, fn, &s.flushStmt)
+	return inTx(ctx, s.db, &s.flushStmt, fn)
 }
 
-func inTx(ctx context.Context, db *sqlx.DB, fn func(*Tx) error, flush ...*prepared) error {
+// inTx runs fn as one change on db; its events and outbox rows are written
+// by flush, the store's prepared flushSQL (nil: its text, unprepared).
+func inTx(ctx context.Context, db *sqlx.DB, flush *prepared, fn func(*Tx) error) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("approvals: begin: %w", err)
 	}
 	defer tx.Rollback()
-	t := &Tx{Tx: tx}
-	if len(flush) > 0 {
-		t.flushStmt = flush[0]
-	}
+	t := &Tx{Tx: tx, flushStmt: flush}
 	if err := fn(t); err != nil {
 		return err
 	}

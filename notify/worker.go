@@ -147,6 +147,12 @@ func (w *Worker) Run(ctx context.Context) {
 	done := make(chan finished, w.concurrency)
 	inflight := map[string]int{}
 	total := 0
+	ended := func(f finished) {
+		total--
+		if inflight[f.target]--; inflight[f.target] == 0 {
+			delete(inflight, f.target)
+		}
+	}
 	defer func() {
 		for ; total > 0; total-- {
 			<-done
@@ -200,17 +206,14 @@ func (w *Worker) Run(ctx context.Context) {
 			// fills all the free slots in one statement: one claim per
 			// ended send would bound the worker at one row per claim's
 			// round trip.
-			for {
-				total--
-				if inflight[f.target]--; inflight[f.target] == 0 {
-					delete(inflight, f.target)
-				}
+			ended(f)
+			for draining := true; draining; {
 				select {
-				case f = <-done:
-					continue
+				case f := <-done:
+					ended(f)
 				default:
+					draining = false
 				}
-				break
 			}
 		case <-w.wake:
 		case <-timer.C:

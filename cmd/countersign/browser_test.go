@@ -147,7 +147,9 @@ func TestStepUpInBrowser(t *testing.T) {
 
 	authReqID, id := ask("PAY-25000")
 	tab.Navigate(t, base+"/approve/"+id)
-	if got := tab.Text(t, "#need"); !strings.Contains(got, "passkey (step-up)") {
+	// The request's notice may reach the page after it loaded, and the page
+	// then reads itself again: TextHas waits for it to settle.
+	if got := tab.TextHas(t, "#need", "passkey (step-up)"); !strings.Contains(got, "passkey (step-up)") {
 		t.Errorf("what is needed reads %q", got)
 	}
 	tab.Click(t, "#approve")

@@ -168,11 +168,7 @@ func newcomerPath(t *testing.T, out string) {
 	tab.Navigate(t, strings.TrimSuffix(tab.URL(t), "/")+"/")
 	tab.WaitVisible(t, "#pending")
 	// The live inbox may re-render while it is read: read until it settles.
-	got := tab.Text(t, "#pending")
-	for i := 0; i < 20 && !strings.Contains(got, "Demo agent"); i++ {
-		time.Sleep(100 * time.Millisecond)
-		got = tab.Text(t, "#pending")
-	}
+	got := tab.TextHas(t, "#pending", "Demo agent")
 	if !strings.Contains(got, "Demo agent") || !strings.Contains(got, "Alice Smith") {
 		t.Fatalf("the inbox lists %q, want the demo agent's payment", got)
 	}
@@ -181,7 +177,10 @@ func newcomerPath(t *testing.T, out string) {
 	if tab.URL(t) != created.ApprovalURL {
 		t.Errorf("the inbox's card opened %s, want the approval_url %s", tab.URL(t), created.ApprovalURL)
 	}
-	if got := tab.Text(t, "#binding-message"); got != "Invoice 4711" {
+	// The request's notice may reach this page after it loaded (a server
+	// announces a new request right after its commit), and the page then
+	// reads itself again: read until it settles.
+	if got := tab.TextIs(t, "#binding-message", "Invoice 4711"); got != "Invoice 4711" {
 		t.Errorf("binding message %q, want the curl's", got)
 	}
 	tab.Click(t, "#approve")
