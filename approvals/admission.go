@@ -214,7 +214,11 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	var stored Request
 	var joined *Request // an identical pending request this call joins
 	admitted := false   // stored under the admission locks, in announceMode
+	// An admission may run more than once (see Store.admit): each run
+	// starts from the request as received.
+	received := req
 	evaluate := func(q sqlx.QueryerContext) error {
+		req = received
 		if set == nil {
 			// Deny by default: with no published thresholds nothing is allowed.
 			req.State, req.Outcome, req.PolicyReason = StateDenied, policy.Deny.String(), "no risk policy is published"
@@ -231,6 +235,7 @@ func (s *Service) Authorize(ctx context.Context, agent Agent, p AuthRequest) (Cr
 	// store writes the request; one that waits for people first passes the
 	// fatigue guards, under the admission locks.
 	store := func(q sqlx.QueryerContext) error {
+		joined = nil
 		if req.State == StatePending && s.fatigue.guardsPending() {
 			var err error
 			if joined, err = s.guardPending(ctx, q, req); err != nil || joined != nil {

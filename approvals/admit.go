@@ -1,22 +1,24 @@
 package approvals
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+
+	"github.com/lib/pq"
 )
 
-// admitLocksSQL takes n admission locks ($1…$n), held to commit, in the
-// order given (agent, user, identical: see admissionKeys), so that two
+// admitLocksSQL takes the admission locks of the keys in $1 (a text array),
+// held to commit, in the array's order (see lockOrder), so that two
 // admissions cannot deadlock. It also sets, for the transaction,
-// countersign.announce ($n+1; see announce.go) and plan_cache_mode ($n+2).
-func admitLocksSQL(n int) string {
-	q := "SELECT "
-	for i := 1; i <= n; i++ {
-		q += fmt.Sprintf("pg_advisory_xact_lock(hashtextextended($%d, 0)), ", i)
-	}
-	return q + fmt.Sprintf("set_config('countersign.announce', $%d, true), set_config('plan_cache_mode', $%d, true)", n+1, n+2)
-}
+// countersign.announce ($2; see announce.go) and plan_cache_mode ($3).
+const admitLocksSQL = `SELECT set_config('countersign.announce', $2, true), set_config('plan_cache_mode', $3, true),
+	(SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k)`
 
 // The plan modes of an admission's transaction. A non-serial one runs the
 // generic plans of its prepared statements: PostgreSQL otherwise plans the
@@ -28,6 +30,13 @@ func admitLocksSQL(n int) string {
 const (
 	planGeneric = "force_generic_plan"
 	planAuto    = "auto"
+)
+
+// The prefixes of the admission locks' keys.
+const (
+	velocityAgentKey = "velocity agent:"
+	velocityUserKey  = "velocity user:"
+	identicalKey     = "identical "
 )
 
 // admissionKeys are the locks of an admission, in the order they are taken:
@@ -42,10 +51,10 @@ const (
 func admissionKeys(velocity, identical bool, agentID, userID, detailsHash string) []string {
 	var keys []string
 	if velocity {
-		keys = append(keys, "velocity agent:"+agentID, "velocity user:"+userID)
+		keys = append(keys, velocityAgentKey+agentID, velocityUserKey+userID)
 	}
 	if identical {
-		keys = append(keys, "identical "+agentID+" "+userID+" "+detailsHash)
+		keys = append(keys, identicalKey+agentID+" "+userID+" "+detailsHash)
 	}
 	return keys
 }
@@ -58,35 +67,222 @@ func admissionKeys(velocity, identical bool, agentID, userID, detailsHash string
 // agent never fills the pool with waiters), and across replicas on advisory
 // locks held to commit.
 //
+// The admissions that queue behind one another on their first key (an
+// agent's, or an identical request's) are admitted together: one
+// transaction takes the locks of them all, runs their fns one after
+// another, each seeing what the ones before it wrote (a velocity count, a
+// pending count or an identical request is exact), and commits them at
+// once. A change holding an agent's locks through its commit admitted one
+// request per commit; a batch admits up to maxAdmitBatch. When any fn of a
+// batch fails, the batch is rolled back and each of its admissions runs
+// again alone, so an error belongs to its own admission only: fn may run
+// twice, and must start from the same state each time.
+//
 // announce is announceAfter when the caller announces the change's request
 // events itself once it has committed, else ""; plan is planGeneric or
 // planAuto.
 func (s *Store) admit(ctx context.Context, keys []string, announce, plan string, fn func(*Tx) error) error {
-	if len(keys) == 0 || len(keys) > len(s.admitLockStmts) {
-		return fmt.Errorf("approvals: admit: %d locks", len(keys))
+	if len(keys) == 0 {
+		return errors.New("approvals: admit: no locks")
 	}
+	j := &admitJob{ctx: ctx, keys: keys, announce: announce, plan: plan, fn: fn,
+		done: make(chan error, 1), lead: make(chan struct{}, 1)}
+	q, leads := s.admissions.enqueue(j)
+	if !leads {
+		select {
+		case err := <-j.done:
+			return err
+		case <-j.lead:
+		}
+	}
+	s.admitBatch(q)
+	return <-j.done
+}
+
+// maxAdmitBatch bounds the admissions one transaction makes: its locks and
+// the time the first of them waits for the last.
+const maxAdmitBatch = 64
+
+// admitJob is one admission waiting in its queue.
+type admitJob struct {
+	ctx            context.Context
+	keys           []string
+	announce, plan string
+	fn             func(*Tx) error
+	done           chan error    // its result
+	lead           chan struct{} // its caller is to make the next batch
+}
+
+// admitQueues are the admissions waiting, by first key. A queue has at most
+// one batch in progress, whose caller hands the next one to the caller of
+// the first admission still waiting.
+type admitQueues struct {
+	mu sync.Mutex
+	m  map[string]*admitQueue
+}
+
+type admitQueue struct {
+	key     string
+	jobs    []*admitJob
+	running bool // a batch is in progress or handed on
+}
+
+// enqueue adds j to its queue and reports whether its caller makes the next
+// batch (else it waits for its result or for the hand-over).
+func (a *admitQueues) enqueue(j *admitJob) (*admitQueue, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]*admitQueue{}
+	}
+	q := a.m[j.keys[0]]
+	if q == nil {
+		q = &admitQueue{key: j.keys[0]}
+		a.m[q.key] = q
+	}
+	q.jobs = append(q.jobs, j)
+	if q.running {
+		return q, false
+	}
+	q.running = true
+	return q, true
+}
+
+// take removes the next batch from q: its first admissions that run in one
+// mode, without those whose caller has gone, which are answered.
+func (a *admitQueues) take(q *admitQueue) []*admitJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var batch []*admitJob
+	for len(q.jobs) > 0 && len(batch) < maxAdmitBatch {
+		j := q.jobs[0]
+		if len(batch) > 0 && (j.plan != batch[0].plan || j.announce != batch[0].announce) {
+			break
+		}
+		q.jobs = q.jobs[1:]
+		if err := j.ctx.Err(); err != nil {
+			j.done <- err
+			continue
+		}
+		batch = append(batch, j)
+	}
+	return batch
+}
+
+// handOn gives q's next batch to the caller of its first waiting admission,
+// or ends q when none waits.
+func (a *admitQueues) handOn(q *admitQueue) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(q.jobs) > 0 {
+		q.jobs[0].lead <- struct{}{}
+		return
+	}
+	q.running = false
+	delete(a.m, q.key)
+}
+
+// admitBatch makes q's next batch and hands the one after it on.
+func (s *Store) admitBatch(q *admitQueue) {
+	defer s.admissions.handOn(q)
+	batch := s.admissions.take(q)
+	if len(batch) == 0 {
+		return
+	}
+	// The batch goes on while any of its callers waits: it stops only when
+	// they have all gone.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
+	defer cancel()
+	var waiting atomic.Int32
+	waiting.Store(int32(len(batch)))
+	for _, j := range batch {
+		stop := context.AfterFunc(j.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	keys := lockOrder(batch)
 	for _, key := range keys {
 		unlock, err := s.locks.lock(ctx, key)
 		if err != nil {
-			return fmt.Errorf("approvals: admit: %w", err)
+			for _, j := range batch {
+				j.done <- fmt.Errorf("approvals: admit: %w", err)
+			}
+			return
 		}
 		defer unlock()
 	}
-	lock := &s.admitLockStmts[len(keys)-1]
-	args := make([]any, 0, len(keys)+2)
-	for _, k := range keys {
-		args = append(args, k)
+	err := s.admitTx(ctx, keys, batch)
+	if err != nil && len(batch) > 1 && !errors.Is(err, errCommit) {
+		// One admission failed, or the transaction did: each again alone,
+		// under the locks already held.
+		for _, j := range batch {
+			j.done <- s.admitTx(ctx, j.keys, []*admitJob{j})
+		}
+		return
 	}
-	args = append(args, announce, plan)
+	for _, j := range batch {
+		j.done <- err
+	}
+}
+
+// errCommit marks a failed commit, whose outcome the batch shares.
+var errCommit = errors.New("approvals: commit")
+
+// admitTx runs the fns of batch in one change under the locks keys.
+func (s *Store) admitTx(ctx context.Context, keys []string, batch []*admitJob) error {
+	args := []any{pq.StringArray(keys), batch[0].announce, batch[0].plan}
 	// Prepared on the pool before the change begins, so that they run
 	// prepared in it.
-	s.warm(ctx, lock, &s.pendingIdenticalStmt, &s.pendingCountsStmt, &s.insertRequestStmt, &s.insertDecidedStmt)
+	s.warm(ctx, &s.admitLockStmt, &s.pendingIdenticalStmt, &s.pendingCountsStmt, &s.insertRequestStmt, &s.insertDecidedStmt,
+		&s.recentCountsStmt, &s.recentSumsStmt)
 	return s.change(ctx, func(t *Tx) error {
-		if _, err := lock.execTx(ctx, t, args...); err != nil {
+		if _, err := s.admitLockStmt.execTx(ctx, t, args...); err != nil {
 			return fmt.Errorf("approvals: admit: %w", err)
 		}
-		return fn(t)
+		for _, j := range batch {
+			if err := j.fn(t); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+}
+
+// lockOrder is the union of the batch's keys in the one order every
+// admission takes its locks: agents', then users', then identical
+// requests' (the order of admissionKeys), each kind sorted. Taken in one
+// total order, two batches cannot deadlock.
+func lockOrder(batch []*admitJob) []string {
+	if len(batch) == 1 {
+		return batch[0].keys
+	}
+	var keys []string
+	for _, j := range batch {
+		for _, k := range j.keys {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	rank := func(k string) int {
+		switch {
+		case strings.HasPrefix(k, velocityAgentKey):
+			return 0
+		case strings.HasPrefix(k, velocityUserKey):
+			return 1
+		}
+		return 2
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return keys
 }
 
 // keyedLocks are mutexes by name whose waits end with their context.

@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -219,4 +220,72 @@ func sameRecent(a, b policy.Recent) bool {
 		return true
 	}
 	return same(a.Agent.Hour, b.Agent.Hour) && same(a.Agent.Day, b.Agent.Day) && same(a.User.Hour, b.User.Hour) && same(a.User.Day, b.User.Day)
+}
+
+// TestBatchVelocityMatchesDatabase: the admissions of one batch read their
+// velocity from what the first of them read, with the requests stored since
+// added (Tx.counted); after each store that equals a fresh read of the
+// database in the same transaction, for requests of every class, of the
+// agent with another user, of another type and with amounts or none.
+func TestBatchVelocityMatchesDatabase(t *testing.T) {
+	f := newRaceFixture(t)
+	ctx := context.Background()
+	if _, err := f.db.ExecContext(ctx, `INSERT INTO users (id, email) VALUES ('usr_other', 'other@example.com')`); err != nil {
+		t.Fatal(err)
+	}
+	types := []string{"payment_initiation"}
+	stored := []struct {
+		user    string
+		state   State
+		outcome string
+		types   []string
+		amounts Amounts
+	}{
+		{f.user.ID, StateApproved, "allow", types, Amounts{"EUR": "10.00"}},
+		{f.user.ID, StatePending, "approve", types, Amounts{"EUR": "500.10", "USD": "3"}},
+		{f.user.ID, StateDenied, "deny", types, Amounts{}},
+		{"usr_other", StateApproved, "allow", types, Amounts{"EUR": "0.01"}},
+		{f.user.ID, StateApproved, "allow", []string{"database_operation"}, Amounts{}},
+		{f.user.ID, StatePending, "step_up", []string{"database_operation", "payment_initiation"}, Amounts{"JPY": "1000"}},
+	}
+	errDone := errors.New("done")
+	err := f.store.change(ctx, func(tx *Tx) error {
+		read := func(sums bool) map[string]policy.Recent {
+			t.Helper()
+			got, err := f.store.recent(ctx, tx, f.agent.ID, f.user.ID, types, sums)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		read(true)
+		read(false)
+		for i, s := range stored {
+			id := newUUID()
+			r := Request{ID: uuidString(id[:]), AgentID: f.agent.ID, UserID: s.user, State: s.state, Outcome: s.outcome,
+				Scope: "openid", DetailsCanonical: "[]", DetailsHash: fmt.Sprintf("h%d", i), Types: s.types,
+				TypeVersions: TypeVersions{}, ACRValues: pq.StringArray{}, Resources: pq.StringArray{},
+				Audience: pq.StringArray{"https://rs.example.com"}, PollInterval: 5, Amounts: s.amounts}
+			if _, err := f.store.insertRequest(ctx, tx, r, time.Minute, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			for _, sums := range []bool{true, false} {
+				cached := read(sums)
+				kept := tx.recent
+				tx.recent = nil
+				fresh := read(sums)
+				tx.recent = kept
+				if !sameRecent(cached["payment_initiation"], fresh["payment_initiation"]) {
+					t.Fatalf("after request %d (sums %v):\n batch    %+v\n database %+v", i, sums, cached["payment_initiation"], fresh["payment_initiation"])
+				}
+			}
+		}
+		if got := read(true)["payment_initiation"].Agent.Hour.Total; got.Count != 5 || got.Sums["EUR"] < 510.1 || got.Sums["EUR"] > 510.12 {
+			t.Fatalf("the agent's hour: %+v, want 5 payments, 510.11 EUR", got)
+		}
+		return errDone
+	})
+	if !errors.Is(err, errDone) {
+		t.Fatal(err)
+	}
 }

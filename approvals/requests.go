@@ -249,6 +249,9 @@ func (s *Store) insertRequest(ctx context.Context, q sqlx.QueryerContext, r Requ
 	if err != nil {
 		return Request{}, fmt.Errorf("approvals: insert request: %w", translate(err))
 	}
+	if t, ok := q.(*Tx); ok {
+		t.counted(out)
+	}
 	return out, nil
 }
 

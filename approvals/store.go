@@ -14,14 +14,14 @@ import (
 
 // Store keeps the domain in PostgreSQL. Every method takes ctx first.
 type Store struct {
-	db    *sqlx.DB
-	locks keyedLocks // admissions that read velocity, by agent and by user
+	db         *sqlx.DB
+	locks      keyedLocks  // admissions in this process, by lock key (see admit)
+	admissions admitQueues // admissions waiting to be admitted together
 
 	// The hot path's statements, prepared on each connection.
 	insertRequestStmt, insertDecidedStmt, pollStmt, redeemStmt prepared
-	// An admission under its locks (admitLockStmts[n-1] takes n).
-	admitLockStmts                          [3]prepared
-	pendingIdenticalStmt, pendingCountsStmt prepared
+	// An admission under its locks.
+	admitLockStmt, pendingIdenticalStmt, pendingCountsStmt, recentCountsStmt, recentSumsStmt prepared
 	// A person's review, and the events and outbox rows of a change.
 	reviewStateStmt, reviewsStmt, insertReviewStmt, resolveStmt, flushStmt prepared
 }
@@ -35,9 +35,11 @@ func NewStore(db *sqlx.DB) *Store {
 		insertDecidedStmt:    prepared{query: insertDecidedSQL},
 		pollStmt:             prepared{query: pollSQL},
 		redeemStmt:           prepared{query: redeemSQL},
-		admitLockStmts:       [3]prepared{{query: admitLocksSQL(1)}, {query: admitLocksSQL(2)}, {query: admitLocksSQL(3)}},
+		admitLockStmt:        prepared{query: admitLocksSQL},
 		pendingIdenticalStmt: prepared{query: pendingIdenticalSQL},
 		pendingCountsStmt:    prepared{query: pendingCountsSQL},
+		recentCountsStmt:     prepared{query: recentCountsSQL},
+		recentSumsStmt:       prepared{query: recentSumsSQL},
 		reviewStateStmt:      prepared{query: reviewStateSQL},
 		reviewsStmt:          prepared{query: reviewsSQL},
 		insertReviewStmt:     prepared{query: insertReviewSQL},

@@ -22,6 +22,9 @@ type Tx struct {
 	events    []Event
 	pings     []pingRow
 	decided   []string // requests whose people's devices hear they are decided
+	// The velocity read in the change, with the requests it stored since
+	// (see Store.recent).
+	recent map[recentKey]*recentRead
 }
 
 // pingRow is a CIBA ping callback (CIBA §10.2) to enqueue for a request: to
@@ -151,7 +154,7 @@ func inTx(ctx context.Context, db *sqlx.DB, flush *prepared, fn func(*Tx) error)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("approvals: commit: %w", translate(err))
+		return fmt.Errorf("%w: %w", errCommit, translate(err))
 	}
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/countersign/countersign/approvals/policy"
 	"github.com/countersign/countersign/rar"
@@ -17,55 +19,70 @@ import (
 // the given types over the last hour and day, grouped by type, by whether
 // the request is from the last hour, and by class (velocity_class: 1
 // pending, 2 denied, 3 allowed by a rule, 4 approved by humans, 0 other).
-// Whole hours of the day window come from request_velocity (its rows of
-// currency ”), kept by a trigger; the partial hour at its start and the
-// last two hours are counted from the requests themselves, by index-only
-// scans. So the cost follows about three hours of requests and two dozen
-// counter rows, not the history.
-const recentCountsSQL = `
+//
+// The hours that lie whole in the day window come from request_velocity
+// (its rows of currency ”), kept by a trigger for the types of
+// velocity_tracked: every hour since the day window's first whole one,
+// the current hour included (all of it lies in the hour window). Only the
+// window edges are counted from the requests themselves, by index scans:
+// the partial hour at the day window's start, and the part of the previous
+// hour that lies in the hour window, which is counted in the hour (+1) and
+// taken out of that hour's counter (-1), which counts all of it in the day
+// only. A type without counters (velocitySubjectsUncounted) is counted from
+// its requests. So the cost follows at most two hours' edges of requests and
+// two dozen counter rows, not the history nor the current hour.
+var recentCountsSQL = `
 SELECT who, type, hour, class, '' AS currency, sum(n)::bigint AS n, '0' AS sum
-FROM (
-	SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
-		velocity_class(state, outcome) AS class, 1 AS n
-	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
-		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+FROM (` + recentEdgesSQL("", "true") + `
 	UNION ALL
-	SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
-	FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-	UNION ALL
-	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
-	FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
-		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
-	UNION ALL
-	SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), 1 AS n
-	FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour')
-	UNION ALL
-	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, n
+	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, bucket > now() - interval '1 hour', class, n
 	FROM request_velocity
 	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency = ''
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
-		AND bucket < velocity_bucket(now() - interval '1 hour')
 		AND type IN (SELECT type FROM velocity_tracked)
-	UNION ALL
-	SELECT 0, t, false, velocity_class(state, outcome), 1
-	FROM requests, unnest(types) t WHERE agent_id = $1 AND types && $3 AND ` + uncountedMiddle + `
-	UNION ALL
-	SELECT 1, t, false, velocity_class(state, outcome), 1
-	FROM requests, unnest(types) t WHERE user_id = $2 AND types && $3 AND ` + uncountedMiddle + `
 ) r
 WHERE type = ANY($3)
 GROUP BY who, type, hour, class`
 
+// recentEdgesSQL selects, for recentCountsSQL and recentSumsSQL, the rows
+// counted from the requests of agent $1 and user $2 of the types $3 (who,
+// type, hour, class, n, and the extra column of the requests extra): the
+// window edges, and the requests of the types without counters. where is a
+// condition on the requests.
+func recentEdgesSQL(extra, where string) string {
+	if extra != "" {
+		extra = ", " + extra
+	}
+	var parts []string
+	for who, subject := range []string{"agent_id = $1", "user_id = $2"} {
+		match := subject + " AND types && $3 AND " + where
+		parts = append(parts, fmt.Sprintf(`
+	SELECT %[1]d AS who, t AS type, false AS hour, velocity_class(state, outcome) AS class, 1 AS n%[2]s
+	FROM requests, unnest(types) t WHERE %[3]s
+		AND created_at > now() - interval '1 day'
+		AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour'
+	UNION ALL
+	SELECT %[1]d, t, h, velocity_class(state, outcome), CASE WHEN h THEN 1 ELSE -1 END%[2]s
+	FROM requests, unnest(types) t, (VALUES (true), (false)) v(h) WHERE %[3]s
+		AND created_at > now() - interval '1 hour'
+		AND created_at < velocity_bucket(now() - interval '1 hour') + interval '1 hour'
+		AND t IN (SELECT type FROM velocity_tracked)
+	UNION ALL
+	SELECT %[1]d, t, created_at > now() - interval '1 hour', velocity_class(state, outcome), 1%[2]s
+	FROM requests, unnest(types) t WHERE %[3]s AND `+uncountedMiddle, who, extra, match))
+	}
+	return strings.Join(parts, "\n\tUNION ALL")
+}
+
 // uncountedMiddle selects, for the types of $3 that have no counters (no
 // rule of the live policy reads their recent: a dry run of one that would,
 // or a replica still on the previous policy for a moment), the requests of
-// the whole hours the counters would have covered. The first condition
-// does not depend on the row: PostgreSQL checks it once and skips the scan
-// when every type is counted.
+// the day window after its partial first hour. The first condition does
+// not depend on the row: PostgreSQL checks it once and skips the scan when
+// every type is counted.
 const uncountedMiddle = `EXISTS (SELECT 1 FROM unnest($3::text[]) x WHERE x NOT IN (SELECT type FROM velocity_tracked))
 		AND t = ANY($3) AND t NOT IN (SELECT type FROM velocity_tracked)
-		AND created_at >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
-		AND created_at < velocity_bucket(now() - interval '1 hour')`
+		AND created_at >= velocity_bucket(now() - interval '1 day') + interval '1 hour'`
 
 // recentSumsSQL is recentCountsSQL for the amounts: per currency, the
 // requests with an amount in it and the exact sum of those amounts (numeric,
@@ -74,41 +91,20 @@ const uncountedMiddle = `EXISTS (SELECT 1 FROM unnest($3::text[]) x WHERE x NOT 
 // each time (it estimates a hundred currencies per request). The amounts are
 // expanded in the select list, as a function in FROM would materialise each
 // request's.
-const recentSumsSQL = `
+var recentSumsSQL = `
 SELECT who, type, hour, class, currency, sum(n)::bigint AS n, sum(amount)::text AS sum
 FROM (
-	SELECT who, type, hour, class, (e).key AS currency, 1 AS n, (e).value::numeric AS amount
+	SELECT who, type, hour, class, (e).key AS currency, n, n * (e).value::numeric AS amount
 	FROM (
-		SELECT who, type, hour, class, jsonb_each(amounts) AS e
-		FROM (
-			SELECT 0 AS who, unnest(types) AS type, created_at > now() - interval '1 hour' AS hour,
-				velocity_class(state, outcome) AS class, amounts
-			FROM requests WHERE agent_id = $1 AND types && $3 AND created_at > now() - interval '1 day'
-				AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour' AND amounts <> '{}'
-			UNION ALL
-			SELECT 0, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-			FROM requests WHERE agent_id = $1 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour') AND amounts <> '{}'
-			UNION ALL
-			SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-			FROM requests WHERE user_id = $2 AND types && $3 AND created_at > now() - interval '1 day'
-				AND created_at < velocity_bucket(now() - interval '1 day') + interval '1 hour' AND amounts <> '{}'
-			UNION ALL
-			SELECT 1, unnest(types), created_at > now() - interval '1 hour', velocity_class(state, outcome), amounts
-			FROM requests WHERE user_id = $2 AND types && $3 AND created_at >= velocity_bucket(now() - interval '1 hour') AND amounts <> '{}'
-			UNION ALL
-			SELECT 0, t, false, velocity_class(state, outcome), amounts
-			FROM requests, unnest(types) t WHERE agent_id = $1 AND types && $3 AND amounts <> '{}' AND ` + uncountedMiddle + `
-			UNION ALL
-			SELECT 1, t, false, velocity_class(state, outcome), amounts
-			FROM requests, unnest(types) t WHERE user_id = $2 AND types && $3 AND amounts <> '{}' AND ` + uncountedMiddle + `
+		SELECT who, type, hour, class, n, jsonb_each(amounts) AS e
+		FROM (` + recentEdgesSQL("amounts", "amounts <> '{}'") + `
 		) q
 	) a
 	UNION ALL
-	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, false, class, currency, n, amount
+	SELECT CASE WHEN subject LIKE 'agent:%' THEN 0 ELSE 1 END, type, bucket > now() - interval '1 hour', class, currency, n, amount
 	FROM request_velocity
 	WHERE subject IN ('agent:' || $1, 'user:' || $2) AND type = ANY($3) AND currency <> ''
 		AND bucket >= velocity_bucket(now() - interval '1 day') + interval '1 hour'
-		AND bucket < velocity_bucket(now() - interval '1 hour')
 		AND type IN (SELECT type FROM velocity_tracked)
 ) r
 WHERE type = ANY($3)
@@ -155,18 +151,108 @@ func (r recentRow) tallies(c *policy.Counts) []*policy.Tally {
 // counted once each, with the sums of their amounts per currency only when
 // sums is set (policy.Set.ReadsRecentSums).
 func (s *Store) recent(ctx context.Context, q sqlx.QueryerContext, agentID, userID string, types []string, sums bool) (map[string]policy.Recent, error) {
-	queries := []string{recentCountsSQL}
+	t, _ := q.(*Tx)
+	key := recentKey{agent: agentID, user: userID, types: strings.Join(types, "\x00"), sums: sums}
+	if t != nil {
+		if r := t.recent[key]; r != nil {
+			return recentOf(r.rows, types)
+		}
+	}
+	queries := []*prepared{&s.recentCountsStmt}
 	if sums {
-		queries = append(queries, recentSumsSQL)
+		queries = append(queries, &s.recentSumsStmt)
 	}
 	var rows []recentRow
 	for _, query := range queries {
 		var part []recentRow
-		if err := sqlx.SelectContext(ctx, q, &part, query, agentID, userID, pq.StringArray(types)); err != nil {
+		args := []any{agentID, userID, pq.StringArray(types)}
+		var err error
+		if t != nil {
+			// Prepared in an admission's transaction (see Store.admit):
+			// planning the query cost more than running it.
+			err = query.selectTx(ctx, t, &part, args...)
+		} else {
+			err = sqlx.SelectContext(ctx, q, &part, query.query, args...)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("approvals: recent: %w", err)
 		}
 		rows = append(rows, part...)
 	}
+	if t != nil {
+		if t.recent == nil {
+			t.recent = map[recentKey]*recentRead{}
+		}
+		t.recent[key] = &recentRead{key: key, types: types, rows: rows}
+	}
+	return recentOf(rows, types)
+}
+
+// recentKey names what one call of recent read.
+type recentKey struct {
+	agent, user, types string
+	sums               bool
+}
+
+// recentRead is what recent read in an admission's transaction, kept up to
+// date by the requests the transaction stores after it (counted): the
+// admissions of one batch hold the locks of their agent and users, so no
+// other admission stores a request these rows count, and each admission
+// after the first reads its velocity from them instead of the database.
+type recentRead struct {
+	key   recentKey
+	types []string
+	rows  []recentRow
+}
+
+// counted adds r, just stored, to the velocity the transaction has read: as
+// recentCountsSQL and recentSumsSQL would count it (this hour, its class,
+// once per type read, its amounts per currency).
+func (t *Tx) counted(r Request) {
+	if len(t.recent) == 0 {
+		return
+	}
+	class := velocityClass(r.State, r.Outcome)
+	subjects := [2]string{r.AgentID, r.UserID} // who 0 and 1
+	for _, read := range t.recent {
+		for who, id := range [2]string{read.key.agent, read.key.user} {
+			if id != subjects[who] {
+				continue
+			}
+			for _, typ := range r.Types {
+				if !slices.Contains(read.types, typ) {
+					continue
+				}
+				read.rows = append(read.rows, recentRow{Who: who, Type: typ, Hour: true, Class: class, N: 1, Sum: "0"})
+				if !read.key.sums {
+					continue
+				}
+				for currency, amount := range r.Amounts {
+					read.rows = append(read.rows, recentRow{Who: who, Type: typ, Hour: true, Class: class, Currency: currency, N: 1, Sum: string(amount)})
+				}
+			}
+		}
+	}
+}
+
+// velocityClass is velocity_class (migrations/00006_velocity.sql).
+func velocityClass(state State, outcome string) int {
+	switch {
+	case state == StatePending:
+		return recentPending
+	case state == StateDenied:
+		return recentDenied
+	case outcome == "allow":
+		return recentAllowed
+	case state == StateApproved || state == StateTokenIssued || state == StateRedeemed || state == StateRevoked:
+		return recentApproved
+	}
+	return 0
+}
+
+// recentOf adds up the rows of recentCountsSQL and recentSumsSQL into the
+// velocity of each of types.
+func recentOf(rows []recentRow, types []string) (map[string]policy.Recent, error) {
 	out := make(map[string]*policy.Recent, len(types))
 	for _, t := range types {
 		out[t] = &policy.Recent{}
