@@ -25,8 +25,8 @@ const admitLocksSQL = `SELECT set_config('countersign.announce', $2, true), set_
 // admission's insert again on every call (its custom plans look cheaper
 // than the generic one only because they fold the parameters of the parts
 // a request does not use), and that planning cost more than running it. A
-// serial one keeps the default: its velocity query is planned on every call
-// anyway, and its custom plan is the better one.
+// serial one keeps the default, under which PostgreSQL chooses the velocity
+// query's plans by their cost.
 const (
 	planGeneric = "force_generic_plan"
 	planAuto    = "auto"
@@ -59,7 +59,7 @@ func admissionKeys(velocity, identical bool, agentID, userID, detailsHash string
 	return keys
 }
 
-// admit runs fn as one change (see Tx) under the admission locks keys (one
+// admit runs fn in a change (see Tx) under the admission locks keys (one
 // to three, from admissionKeys): the admissions that share a key run one at
 // a time, so parallel requests cannot all slip under a velocity or pending
 // limit, or both miss an identical request to join. In this process they
@@ -93,6 +93,12 @@ func (s *Store) admit(ctx context.Context, keys []string, announce, plan string,
 		case err := <-j.done:
 			return err
 		case <-j.lead:
+		case <-ctx.Done():
+			if s.admissions.leave(q, j) {
+				return fmt.Errorf("approvals: admit: %w", ctx.Err())
+			}
+			// Already in a batch: its answer comes.
+			return <-j.done
 		}
 	}
 	s.admitBatch(q)
@@ -169,11 +175,34 @@ func (a *admitQueues) take(q *admitQueue) []*admitJob {
 	return batch
 }
 
+// leave takes j, whose caller has gone, out of q's queue, and reports
+// whether it was still there (else it is in a batch, which answers it). A
+// hand-over j was given passes on.
+func (a *admitQueues) leave(q *admitQueue, j *admitJob) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := slices.Index(q.jobs, j)
+	if i < 0 {
+		return false
+	}
+	q.jobs = slices.Delete(q.jobs, i, i+1)
+	select {
+	case <-j.lead:
+		a.handOnLocked(q)
+	default:
+	}
+	return true
+}
+
 // handOn gives q's next batch to the caller of its first waiting admission,
 // or ends q when none waits.
 func (a *admitQueues) handOn(q *admitQueue) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.handOnLocked(q)
+}
+
+func (a *admitQueues) handOnLocked(q *admitQueue) {
 	if len(q.jobs) > 0 {
 		q.jobs[0].lead <- struct{}{}
 		return
@@ -203,13 +232,25 @@ func (s *Store) admitBatch(q *admitQueue) {
 		})
 		defer stop()
 	}
+	// Every admission of the batch is answered once, even if an fn panics.
+	answered := 0
+	answer := func(err error) {
+		for _, j := range batch[answered:] {
+			j.done <- err
+		}
+		answered = len(batch)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			answer(fmt.Errorf("approvals: admit: panic: %v", p))
+			panic(p)
+		}
+	}()
 	keys := lockOrder(batch)
 	for _, key := range keys {
 		unlock, err := s.locks.lock(ctx, key)
 		if err != nil {
-			for _, j := range batch {
-				j.done <- fmt.Errorf("approvals: admit: %w", err)
-			}
+			answer(fmt.Errorf("approvals: admit: %w", err))
 			return
 		}
 		defer unlock()
@@ -218,14 +259,18 @@ func (s *Store) admitBatch(q *admitQueue) {
 	if err != nil && len(batch) > 1 && !errors.Is(err, errCommit) {
 		// One admission failed, or the transaction did: each again alone,
 		// under the locks already held.
-		for _, j := range batch {
-			j.done <- s.admitTx(ctx, j.keys, []*admitJob{j})
+		for answered < len(batch) {
+			j := batch[answered]
+			err := j.ctx.Err()
+			if err == nil {
+				err = s.admitTx(ctx, j.keys, []*admitJob{j})
+			}
+			j.done <- err
+			answered++
 		}
 		return
 	}
-	for _, j := range batch {
-		j.done <- err
-	}
+	answer(err)
 }
 
 // errCommit marks a failed commit, whose outcome the batch shares.
@@ -243,6 +288,9 @@ func (s *Store) admitTx(ctx context.Context, keys []string, batch []*admitJob) e
 			return fmt.Errorf("approvals: admit: %w", err)
 		}
 		for _, j := range batch {
+			if err := j.ctx.Err(); err != nil {
+				return err // its caller has gone: the others again alone
+			}
 			if err := j.fn(t); err != nil {
 				return err
 			}

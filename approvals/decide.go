@@ -70,6 +70,7 @@ var errVersionChanged = errors.New("approvals: request changed during review")
 // is refused as early, and as fast, as one that does not exist.
 const reviewStateSQL = `
 SELECT now() AS now, reviewer_groups, reviewer_status, set_config('countersign.announce', $3, true) AS announce,
+	velocity_lock_shared(requests.agent_id, requests.user_id, requests.types) AS velocity_locked,
 	` + requestColumns + `
 FROM requests
 JOIN LATERAL (SELECT groups AS reviewer_groups, status AS reviewer_status FROM users WHERE users.id = $2) u ON true
@@ -121,7 +122,8 @@ func (s *Service) review(ctx context.Context, requestID string, by Reviewer, in 
 			Now            time.Time      `db:"now"`
 			ReviewerGroups pq.StringArray `db:"reviewer_groups"`
 			ReviewerStatus string         `db:"reviewer_status"`
-			Announce       string         `db:"announce"` // only where sqlx scans set_config's answer
+			Announce       string         `db:"announce"`        // only where sqlx scans set_config's answer
+			VelocityLocked bool           `db:"velocity_locked"` // the admission locks, shared (migration 00021)
 			Request
 		}
 		err := st.reviewStateStmt.getTx(ctx, t, &cur, requestID, by.UserID, s.announceMode())

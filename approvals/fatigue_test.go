@@ -256,3 +256,87 @@ func waitsThenJoins(t *testing.T, f raceFixture, svc *Service, first Created) {
 		t.Fatalf("the identical call made request %s, want to join %s", c.Request.ID, first.Request.ID)
 	}
 }
+
+// A decision on a request whose type is counted waits for the admissions
+// of its agent in flight (a batch holds their counter rows, of several
+// classes: a decision moving two of them the other way would deadlock with
+// it), and one on a request whose type is not counted does not.
+func TestDecisionWaitsForAdmissionBatch(t *testing.T) {
+	ctx := context.Background()
+	for _, counted := range []bool{true, false} {
+		t.Run(fmt.Sprintf("counted=%v", counted), func(t *testing.T) {
+			f := newRaceFixture(t)
+			if counted {
+				if _, err := f.svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := askFor(f.svc, f.agent, "alice@example.com", "500.00")
+			if err != nil || c.Request.State != StatePending {
+				t.Fatalf("ask: %v %v", c.Request.State, err)
+			}
+			release := holdLock(t, f, admissionKeys(true, false, f.agent.ID, f.user.ID, "")[0])
+			defer release()
+			decided := make(chan error, 1)
+			go func() {
+				_, err := f.svc.Review(ctx, c.Request.ID, Reviewer{UserID: f.user.ID, AMR: []string{"user"}}, ReviewInput{Verdict: VerdictDeny})
+				decided <- err
+			}()
+			select {
+			case err := <-decided:
+				if counted {
+					t.Fatalf("the denial (err %v) did not wait for the agent's admission in flight", err)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			case <-time.After(300 * time.Millisecond):
+				if !counted {
+					t.Fatal("a denial of a request whose type is not counted waited for the agent's admissions")
+				}
+			}
+			release()
+			if err := <-decided; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// An admission waiting behind a batch of its agent's in flight stops when
+// its caller goes, and the batch then admits the rest.
+func TestQueuedAdmissionStopsWithItsCaller(t *testing.T) {
+	ctx := context.Background()
+	f := newRaceFixture(t)
+	if _, err := f.svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	release := holdLock(t, f, admissionKeys(true, false, f.agent.ID, f.user.ID, "")[0])
+	defer release()
+	first := make(chan error, 1)
+	go func() { _, err := askFor(f.svc, f.agent, "alice@example.com", "500.00"); first <- err }()
+	time.Sleep(100 * time.Millisecond) // the first is in its batch, waiting for the lock
+	gone, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Authorize(gone, f.agent, AuthRequest{Scope: "openid", LoginHint: "alice@example.com", AuthorizationDetails: payment("501.00", "EUR")})
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a queued admission whose caller went: %v, want its deadline", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a queued admission whose caller went still waits for the batch in flight")
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if c, err := askFor(f.svc, f.agent, "alice@example.com", "502.00"); err != nil || c.Request.State != StatePending {
+		t.Fatalf("an admission after: %v %v", c.Request.State, err)
+	}
+}

@@ -15,6 +15,7 @@ const reportDenySQL = `
 WITH before AS (
 	SELECT id AS before_id, client_notification_token AS before_token FROM requests
 	WHERE agent_id = $1 AND user_id = $2 AND state = 'pending'
+		AND velocity_lock_shared(agent_id, user_id, types) -- migration 00021
 	FOR UPDATE
 )
 UPDATE requests

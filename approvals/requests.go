@@ -375,6 +375,7 @@ func (s *Store) Poll(ctx context.Context, id, agentID, jti string, ttl time.Dura
 const cancelSQL = `
 UPDATE requests SET state = 'cancelled', client_notification_token = NULL
 WHERE id = $1 AND agent_id = $2 AND state = ANY($3) AND expires_at > now()
+	AND velocity_lock_shared(agent_id, user_id, types) -- migration 00021
 RETURNING ` + requestColumns
 
 // Cancel withdraws a live pending request on behalf of the agent that made
@@ -408,7 +409,7 @@ WHERE id = (
 	ORDER BY expires_at
 	LIMIT 1
 	FOR UPDATE SKIP LOCKED
-)
+) AND velocity_lock_shared(agent_id, user_id, types) -- migration 00021
 RETURNING ` + requestColumns
 
 // ExpireDue marks up to limit pending or approved-but-uncollected requests
