@@ -219,12 +219,9 @@ func TestJoinIdenticalWaitsOnlyForIdentical(t *testing.T) {
 // other path (under another policy version, or another replica's guards)
 // and this one never both miss each other.
 func TestSerialAdmissionTakesIdenticalLock(t *testing.T) {
-	ctx := context.Background()
 	f := newRaceFixture(t)
 	svc := fatigueService(f, Fatigue{JoinIdentical: true})
-	if _, err := svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
-		t.Fatal(err)
-	}
+	applyVelocityPolicy(t, svc)
 	first, err := askFor(svc, f.agent, "alice@example.com", "500.00")
 	if err != nil || first.Request.State != StatePending {
 		t.Fatalf("first: %v %v", first.Request.State, err)
@@ -267,9 +264,7 @@ func TestDecisionWaitsForAdmissionBatch(t *testing.T) {
 		t.Run(fmt.Sprintf("counted=%v", counted), func(t *testing.T) {
 			f := newRaceFixture(t)
 			if counted {
-				if _, err := f.svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
-					t.Fatal(err)
-				}
+				applyVelocityPolicy(t, f.svc)
 			}
 			c, err := askFor(f.svc, f.agent, "alice@example.com", "500.00")
 			if err != nil || c.Request.State != StatePending {
@@ -309,9 +304,7 @@ func TestDecisionWaitsForAdmissionBatch(t *testing.T) {
 func TestQueuedAdmissionStopsWithItsCaller(t *testing.T) {
 	ctx := context.Background()
 	f := newRaceFixture(t)
-	if _, err := f.svc.Policies().Apply(ctx, "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
-		t.Fatal(err)
-	}
+	applyVelocityPolicy(t, f.svc)
 	release := holdLock(t, f, admissionKeys(true, false, f.agent.ID, f.user.ID, "")[0])
 	defer release()
 	first := make(chan error, 1)
@@ -338,5 +331,14 @@ func TestQueuedAdmissionStopsWithItsCaller(t *testing.T) {
 	}
 	if c, err := askFor(f.svc, f.agent, "alice@example.com", "502.00"); err != nil || c.Request.State != StatePending {
 		t.Fatalf("an admission after: %v %v", c.Request.State, err)
+	}
+}
+
+// applyVelocityPolicy publishes a policy whose payment rule reads recent
+// (and still asks the user): its admissions are serial per agent and user.
+func applyVelocityPolicy(t *testing.T, svc *Service) {
+	t.Helper()
+	if _, err := svc.Policies().Apply(context.Background(), "velocity.yaml", []byte("types:\n  payment_initiation: [{id: v, when: 'recent.agent.hour.total.count < 1000', outcome: approve, reason: ask}]\n")); err != nil {
+		t.Fatal(err)
 	}
 }
