@@ -117,6 +117,7 @@ type admitJob struct {
 	fn             func(*Tx) error
 	done           chan error    // its result
 	lead           chan struct{} // its caller is to make the next batch
+	gone           error         // set by admitTx: its caller went before its turn
 }
 
 // admitQueues are the admissions waiting, by first key. A queue has at most
@@ -236,7 +237,11 @@ func (s *Store) admitBatch(q *admitQueue) {
 	answered := 0
 	answer := func(err error) {
 		for _, j := range batch[answered:] {
-			j.done <- err
+			if j.gone != nil {
+				j.done <- j.gone
+			} else {
+				j.done <- err
+			}
 		}
 		answered = len(batch)
 	}
@@ -265,6 +270,9 @@ func (s *Store) admitBatch(q *admitQueue) {
 			if err == nil {
 				err = s.admitTx(ctx, j.keys, []*admitJob{j})
 			}
+			if j.gone != nil {
+				err = j.gone
+			}
 			j.done <- err
 			answered++
 		}
@@ -288,8 +296,8 @@ func (s *Store) admitTx(ctx context.Context, keys []string, batch []*admitJob) e
 			return fmt.Errorf("approvals: admit: %w", err)
 		}
 		for _, j := range batch {
-			if err := j.ctx.Err(); err != nil {
-				return err // its caller has gone: the others again alone
+			if j.gone = j.ctx.Err(); j.gone != nil {
+				continue // its caller went: nothing of it is run
 			}
 			if err := j.fn(t); err != nil {
 				return err
